@@ -1,0 +1,442 @@
+"""The encoder-decoder Transformer (Vaswani et al., 2017), readable top to bottom.
+
+Shapes use B = batch, S = source length, T = target length, D = d_model, H = heads, Dh = D / H, V = vocabulary.
+
+Masks are booleans where True means "may attend", built only by `padding_mask` below:
+  * source padding mask: (B, 1, 1, S), broadcast over heads and queries;
+  * decoder self-attention uses the causal mask alone: sequences are right-padded, so a real target position t
+    only ever sees positions <= t, which are real tokens. Padded query rows produce values that the loss ignores.
+
+Every block is written for both layer-norm placements:
+  pre-norm  (default):  x = x + Dropout(Sublayer(LayerNorm(x)));   a final LayerNorm closes each stack
+  post-norm (Marian):   x = LayerNorm(x + Dropout(Sublayer(x)))
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..config import ModelConfig
+
+
+def padding_mask(ids: Tensor, pad_id: int) -> Tensor:
+    """(B, S) token ids -> (B, 1, 1, S) boolean, True on real tokens."""
+    return (ids != pad_id)[:, None, None, :]
+
+
+def sinusoidal_table(n_positions: int, dim: int) -> Tensor:
+    """PE[pos, k] = sin(pos * w_k) for k < D/2 and cos(pos * w_(k - D/2)) after, with w_k = 10000^(-2k/D).
+
+    The sin and cos halves are concatenated rather than interleaved; this is the layout of Marian and fairseq
+    (so imported Marian models need no permutation), and it is the same function as the paper's up to a fixed
+    permutation of the features.
+    """
+    half = dim // 2
+    inv_freq = torch.pow(10000.0, -torch.arange(half, dtype=torch.float64) * 2.0 / dim)  # (D/2,)
+    angles = torch.arange(n_positions, dtype=torch.float64)[:, None] * inv_freq[None, :]  # (P, D/2)
+    return torch.cat([angles.sin(), angles.cos()], dim=-1).float()  # (P, D)
+
+
+_COUNTER: dict[torch.device, Tensor] = {}
+
+
+def dropout(x: Tensor, p: float, training: bool) -> Tensor:
+    """Inverted dropout. On CUDA this is `F.dropout`. On CPU, PyTorch draws one Mersenne-Twister number per
+    element, which costs ~10% of a small model's training step; here the keep-mask is a counter-based hash
+    (two rounds of a 32-bit integer mix, as in Philox-style generators) of the element index and a seed taken
+    from torch's generator, so runs stay reproducible under `torch.manual_seed` and resumable from saved RNG
+    state, at about half the cost."""
+    if not training or p == 0.0:
+        return x
+    if x.device.type != "cpu":
+        return F.dropout(x, p, True)
+    n = x.numel()
+    counter = _COUNTER.get(x.device)
+    if counter is None or counter.numel() < n:
+        counter = _COUNTER[x.device] = torch.arange(max(n, 1 << 20), dtype=torch.int32, device=x.device)
+    seed = int(torch.randint(-(2**31), 2**31 - 1, ()).item())
+    h = counter[:n] * -1640531535 + seed  # int32 arithmetic wraps modulo 2^32
+    h = h ^ ((h >> 16) & 0xFFFF)  # logical shift: arithmetic shift plus mask
+    h = h * 0x45D9F3B
+    h = h ^ ((h >> 16) & 0xFFFF)
+    keep = (h & 0xFFFF) >= int(round(p * 65536))
+    return x * keep.view(x.shape).to(x.dtype).mul_(1.0 / (1.0 - p))
+
+
+def attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, causal: bool, dropout: float, need_weights: bool):
+    """softmax(Q K^T / sqrt(Dh)) V.  q: (B, H, Tq, Dh), k/v: (B, H, Tk, Dh) -> (B, H, Tq, Dh), weights or None.
+
+    The fast path is PyTorch's fused `scaled_dot_product_attention`; the explainable path computes the same
+    thing by hand and also returns the attention weights (B, H, Tq, Tk).
+    """
+    if not need_weights:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=causal), None
+    scores = (q @ k.transpose(-2, -1)) / math.sqrt(q.size(-1))  # (B, H, Tq, Tk)
+    if causal:
+        tq, tk = q.size(-2), k.size(-2)
+        keep = torch.ones(tq, tk, dtype=torch.bool, device=q.device).tril(diagonal=tk - tq)
+        scores = scores.masked_fill(~keep, float("-inf"))
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    weights = scores.softmax(dim=-1)
+    return F.dropout(weights, p=dropout, training=dropout > 0) @ v, weights
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention with one fused Q/K/V projection, and an optional growing K/V cache."""
+
+    def __init__(self, d_model: int, n_heads: int, dropout: float):
+        super().__init__()
+        self.n_heads, self.dropout = n_heads, dropout
+        self.qkv = nn.Linear(d_model, 3 * d_model)
+        self.out = nn.Linear(d_model, d_model)
+
+    def forward(
+        self,
+        x: Tensor,
+        mask: Tensor | None = None,
+        causal: bool = False,
+        cache: LayerCache | None = None,
+        need_weights: bool = False,
+    ) -> tuple[Tensor, Tensor | None]:
+        B, T, D = x.shape
+        q, k, v = self.qkv(x).view(B, T, 3, self.n_heads, D // self.n_heads).permute(2, 0, 3, 1, 4)  # 3 x (B,H,T,Dh)
+        if cache is not None:  # incremental decoding: append this step's keys/values, attend to all so far
+            k, v = cache.append(k, v)
+            causal = causal and T > 1
+        p = self.dropout if self.training else 0.0
+        y, w = attend(q, k, v, mask, causal, p, need_weights)  # (B, H, T, Dh)
+        return self.out(y.transpose(1, 2).reshape(B, T, D)), w
+
+
+class CrossAttention(nn.Module):
+    """Multi-head attention from decoder queries to encoder states; keys/values are computed once per source."""
+
+    def __init__(self, d_model: int, n_heads: int, dropout: float):
+        super().__init__()
+        self.n_heads, self.dropout = n_heads, dropout
+        self.q = nn.Linear(d_model, d_model)
+        self.kv = nn.Linear(d_model, 2 * d_model)
+        self.out = nn.Linear(d_model, d_model)
+
+    def project_memory(self, memory: Tensor) -> tuple[Tensor, Tensor]:
+        """(B, S, D) encoder states -> keys, values (B, H, S, Dh)."""
+        B, S, D = memory.shape
+        k, v = self.kv(memory).view(B, S, 2, self.n_heads, D // self.n_heads).permute(2, 0, 3, 1, 4)
+        return k, v
+
+    def forward(
+        self, x: Tensor, kv: tuple[Tensor, Tensor], mask: Tensor, need_weights: bool = False
+    ) -> tuple[Tensor, Tensor | None]:
+        B, T, D = x.shape
+        q = self.q(x).view(B, T, self.n_heads, D // self.n_heads).transpose(1, 2)  # (B, H, T, Dh)
+        p = self.dropout if self.training else 0.0
+        y, w = attend(q, kv[0], kv[1], mask, False, p, need_weights)
+        return self.out(y.transpose(1, 2).reshape(B, T, D)), w
+
+
+ACTIVATIONS = {"relu": F.relu, "gelu": F.gelu, "swish": F.silu}
+
+
+class FeedForward(nn.Module):
+    """FFN(x) = W2 Dropout(act(W1 x + b1)) + b2."""
+
+    def __init__(self, d_model: int, ffn_dim: int, activation: str, dropout: float):
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(d_model, ffn_dim), nn.Linear(ffn_dim, d_model)
+        self.act, self.dropout = ACTIVATIONS[activation], dropout
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc2(dropout(self.act(self.fc1(x)), self.dropout, self.training))
+
+
+class Residual(nn.Module):
+    """Wraps one sublayer with dropout, the residual connection and a LayerNorm (pre or post)."""
+
+    def __init__(self, d_model: int, pre_norm: bool, dropout: float, eps: float):
+        super().__init__()
+        self.norm, self.pre_norm, self.dropout = nn.LayerNorm(d_model, eps=eps), pre_norm, dropout
+
+    def forward(self, x: Tensor, sublayer) -> tuple[Tensor, Tensor | None]:
+        y, w = sublayer(self.norm(x) if self.pre_norm else x)
+        x = x + dropout(y, self.dropout, self.training)
+        return (x if self.pre_norm else self.norm(x)), w
+
+
+def _no_weights(module):
+    return lambda x: (module(x), None)
+
+
+class EncoderLayer(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        pre = cfg.norm == "pre"
+        self.self_attn = SelfAttention(cfg.d_model, cfg.n_heads, cfg.attention_dropout)
+        self.ffn = FeedForward(cfg.d_model, cfg.ffn_dim, cfg.activation, cfg.activation_dropout)
+        self.attn_block = Residual(cfg.d_model, pre, cfg.dropout, cfg.layer_norm_eps)
+        self.ffn_block = Residual(cfg.d_model, pre, cfg.dropout, cfg.layer_norm_eps)
+
+    def forward(self, x: Tensor, mask: Tensor, need_weights: bool = False) -> tuple[Tensor, Tensor | None]:
+        x, w = self.attn_block(x, lambda h: self.self_attn(h, mask=mask, need_weights=need_weights))
+        x, _ = self.ffn_block(x, _no_weights(self.ffn))
+        return x, w
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        pre = cfg.norm == "pre"
+        self.self_attn = SelfAttention(cfg.d_model, cfg.n_heads, cfg.attention_dropout)
+        self.cross_attn = CrossAttention(cfg.d_model, cfg.n_heads, cfg.attention_dropout)
+        self.ffn = FeedForward(cfg.d_model, cfg.ffn_dim, cfg.activation, cfg.activation_dropout)
+        self.self_block = Residual(cfg.d_model, pre, cfg.dropout, cfg.layer_norm_eps)
+        self.cross_block = Residual(cfg.d_model, pre, cfg.dropout, cfg.layer_norm_eps)
+        self.ffn_block = Residual(cfg.d_model, pre, cfg.dropout, cfg.layer_norm_eps)
+
+    def forward(
+        self,
+        x: Tensor,
+        memory_kv: tuple[Tensor, Tensor],
+        memory_mask: Tensor,
+        cache: LayerCache | None = None,
+        need_weights: bool = False,
+    ) -> tuple[Tensor, Tensor | None]:
+        x, _ = self.self_block(x, lambda h: self.self_attn(h, causal=True, cache=cache))
+        x, w = self.cross_block(x, lambda h: self.cross_attn(h, memory_kv, memory_mask, need_weights))
+        x, _ = self.ffn_block(x, _no_weights(self.ffn))
+        return x, w
+
+
+class Embedding(nn.Module):
+    """Token embedding x sqrt(D) (when scaled) + position encoding, then dropout."""
+
+    def __init__(self, tokens: nn.Embedding, cfg: ModelConfig):
+        super().__init__()
+        self.tokens = tokens
+        self.scale = math.sqrt(cfg.d_model) if cfg.scale_embeddings else 1.0
+        self.dropout = cfg.dropout
+        self.max_positions = cfg.max_positions
+        if cfg.positions == "learned":
+            self.learned = nn.Embedding(cfg.max_positions, cfg.d_model)
+            nn.init.normal_(self.learned.weight, std=cfg.d_model**-0.5)
+        else:
+            self.learned = None
+            self.register_buffer("table", sinusoidal_table(cfg.max_positions, cfg.d_model), persistent=False)
+
+    def forward(self, ids: Tensor, offset: int = 0) -> Tensor:
+        """(B, T) ids at positions offset..offset+T-1 -> (B, T, D)."""
+        T = ids.size(1)
+        if offset + T > self.max_positions:
+            raise ValueError(f"sequence of {offset + T} positions exceeds model.max_positions={self.max_positions}")
+        pos = self.learned.weight[offset : offset + T] if self.learned is not None else self.table[offset : offset + T]
+        x = self.tokens(ids) * self.scale + pos.to(self.tokens.weight.dtype)
+        return dropout(x, self.dropout, self.training)
+
+
+@dataclass
+class Memory:
+    """Encoder output: states (B, S, D) and the source padding mask (B, 1, 1, S)."""
+
+    states: Tensor
+    mask: Tensor
+    self_attention: list[Tensor] | None = None  # per layer (B, H, S, S), only when asked for
+
+
+@dataclass
+class DecoderOutput:
+    hidden: Tensor  # (B, T, D), after the final norm
+    cross_attention: list[Tensor] | None = None  # per layer (B, H, T, S), only when asked for
+
+
+class LayerCache:
+    """Self-attention keys/values of one decoder layer, grown by one position per decoding step."""
+
+    def __init__(self):
+        self.k: Tensor | None = None  # (B, H, t, Dh)
+        self.v: Tensor | None = None
+
+    def append(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        if self.k is None:
+            self.k, self.v = k, v
+        else:
+            self.k, self.v = torch.cat([self.k, k], dim=2), torch.cat([self.v, v], dim=2)
+        return self.k, self.v
+
+    def index(self, idx: Tensor) -> None:
+        if self.k is not None:
+            self.k, self.v = self.k.index_select(0, idx), self.v.index_select(0, idx)
+
+
+@dataclass
+class DecoderState:
+    """Everything incremental decoding carries between steps.
+
+    Cross-attention keys/values are projected once from the encoder output. With the cache, self-attention
+    keys/values grow by one position per step; without it (`caches is None`), the whole prefix is kept and
+    re-run every step, which is slow and only exists to check the cache. `reorder` permutes rows among
+    hypotheses of the same sentences (beam search) and leaves cross-attention keys alone; `select` keeps a
+    subset of rows (dropping finished sentences).
+    """
+
+    memory_kv: list[tuple[Tensor, Tensor]]
+    memory_mask: Tensor  # (B, 1, 1, S)
+    caches: list[LayerCache] | None
+    prefix: Tensor | None = None  # (B, t) tokens fed so far, only without caches
+    length: int = 0  # positions decoded so far
+
+    def reorder(self, idx: Tensor) -> None:
+        if self.caches is not None:
+            for c in self.caches:
+                c.index(idx)
+        if self.prefix is not None:
+            self.prefix = self.prefix.index_select(0, idx)
+
+    def select(self, idx: Tensor) -> None:
+        self.reorder(idx)
+        self.memory_kv = [(k.index_select(0, idx), v.index_select(0, idx)) for k, v in self.memory_kv]
+        self.memory_mask = self.memory_mask.index_select(0, idx)
+
+    def repeat(self, n: int) -> None:
+        """Repeat every row n times (row b becomes rows b*n .. b*n+n-1), e.g. to start a beam of size n."""
+        idx = torch.arange(self.memory_mask.size(0), device=self.memory_mask.device).repeat_interleave(n)
+        self.select(idx)
+
+
+class Encoder(nn.Module):
+    def __init__(self, cfg: ModelConfig, tokens: nn.Embedding):
+        super().__init__()
+        self.embed = Embedding(tokens, cfg)
+        self.layers = nn.ModuleList(EncoderLayer(cfg) for _ in range(cfg.encoder_layers))
+        self.norm = nn.LayerNorm(cfg.d_model, eps=cfg.layer_norm_eps) if cfg.norm == "pre" else None
+
+    def forward(self, src: Tensor, mask: Tensor, need_weights: bool = False) -> Memory:
+        x = self.embed(src)  # (B, S, D)
+        weights = []
+        for layer in self.layers:
+            x, w = layer(x, mask, need_weights)
+            weights.append(w)
+        if self.norm is not None:
+            x = self.norm(x)
+        return Memory(x, mask, weights if need_weights else None)
+
+
+class Decoder(nn.Module):
+    def __init__(self, cfg: ModelConfig, tokens: nn.Embedding):
+        super().__init__()
+        self.embed = Embedding(tokens, cfg)
+        self.layers = nn.ModuleList(DecoderLayer(cfg) for _ in range(cfg.decoder_layers))
+        self.norm = nn.LayerNorm(cfg.d_model, eps=cfg.layer_norm_eps) if cfg.norm == "pre" else None
+
+    def forward(
+        self,
+        tgt_in: Tensor,
+        memory_kv: list[tuple[Tensor, Tensor]],
+        memory_mask: Tensor,
+        caches: list[LayerCache] | None = None,
+        offset: int = 0,
+        need_weights: bool = False,
+    ) -> DecoderOutput:
+        x = self.embed(tgt_in, offset)  # (B, T, D)
+        weights = []
+        for i, layer in enumerate(self.layers):
+            x, w = layer(x, memory_kv[i], memory_mask, caches[i] if caches else None, need_weights)
+            weights.append(w)
+        if self.norm is not None:
+            x = self.norm(x)
+        return DecoderOutput(x, weights if need_weights else None)
+
+
+class Seq2Seq(nn.Module):
+    """Encoder, decoder and output projection.
+
+    Training:   logits = model(src, tgt[:, :-1]), compared with tgt[:, 1:]
+    Decoding:   memory = model.encode(src); state = model.start(memory); logits = model.step(tokens, state)
+    """
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        cfg.validate()
+        self.cfg = cfg
+        src_tokens = nn.Embedding(cfg.src_vocab_size, cfg.d_model, padding_idx=cfg.pad_id)
+        tgt_tokens = (
+            src_tokens
+            if cfg.share_embeddings
+            else nn.Embedding(cfg.tgt_vocab_size, cfg.d_model, padding_idx=cfg.pad_id)
+        )
+        self.encoder = Encoder(cfg, src_tokens)
+        self.decoder = Decoder(cfg, tgt_tokens)
+        self.output = None if cfg.tie_output else nn.Linear(cfg.d_model, cfg.tgt_vocab_size, bias=False)
+        self.logits_bias = nn.Parameter(torch.zeros(cfg.tgt_vocab_size)) if cfg.final_logits_bias else None
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Xavier-uniform linear weights, zero biases, N(0, 1/D) embeddings with a zero padding row."""
+        for name, p in self.named_parameters():
+            if name.endswith("tokens.weight") or name == "output.weight":
+                nn.init.normal_(p, std=self.cfg.d_model**-0.5)
+            elif name.endswith("bias") or name == "logits_bias":
+                nn.init.zeros_(p)
+            elif p.dim() == 2 and "learned" not in name:
+                nn.init.xavier_uniform_(p)
+        with torch.no_grad():
+            self.encoder.embed.tokens.weight[self.cfg.pad_id].zero_()
+            self.decoder.embed.tokens.weight[self.cfg.pad_id].zero_()
+
+    # -- pieces ------------------------------------------------------------------------------------------
+    def encode(self, src: Tensor, need_weights: bool = False) -> Memory:
+        """(B, S) source ids -> Memory."""
+        return self.encoder(src, padding_mask(src, self.cfg.pad_id), need_weights)
+
+    def memory_kv(self, memory: Memory) -> list[tuple[Tensor, Tensor]]:
+        return [layer.cross_attn.project_memory(memory.states) for layer in self.decoder.layers]
+
+    def decode(self, tgt_in: Tensor, memory: Memory, need_weights: bool = False) -> DecoderOutput:
+        """(B, T) decoder input ids (starting with bos) -> hidden states (B, T, D), all positions at once."""
+        return self.decoder(tgt_in, self.memory_kv(memory), memory.mask, need_weights=need_weights)
+
+    def output_weight(self) -> Tensor:
+        """(V, D) output projection: the target embedding when tied."""
+        return self.decoder.embed.tokens.weight if self.output is None else self.output.weight
+
+    def project(self, hidden: Tensor) -> Tensor:
+        """(..., D) -> (..., V) logits."""
+        return F.linear(hidden, self.output_weight(), self.logits_bias)
+
+    def forward(self, src: Tensor, tgt_in: Tensor) -> Tensor:
+        """Teacher-forced logits (B, T, V). (Training goes through `train.loss.Seq2SeqLoss`, which never
+        materialises them.)"""
+        return self.project(self.decode(tgt_in, self.encode(src)).hidden)
+
+    # -- incremental decoding ---------------------------------------------------------------------------
+    def start(self, memory: Memory, cache: bool = True) -> DecoderState:
+        B = memory.states.size(0)
+        return DecoderState(
+            memory_kv=self.memory_kv(memory),
+            memory_mask=memory.mask,
+            caches=[LayerCache() for _ in self.decoder.layers] if cache else None,
+            prefix=None if cache else memory.mask.new_zeros((B, 0), dtype=torch.long),
+        )
+
+    def step(self, tokens: Tensor, state: DecoderState, need_weights: bool = False) -> tuple[Tensor, list | None]:
+        """Feed one token per row (B,) at position state.length -> logits (B, V) and, when asked,
+        the cross-attention of this position per layer, each (B, H, S)."""
+        if state.caches is not None:
+            out = self.decoder(
+                tokens[:, None], state.memory_kv, state.memory_mask, state.caches, state.length, need_weights
+            )
+        else:
+            state.prefix = torch.cat([state.prefix, tokens[:, None]], dim=1)
+            out = self.decoder(state.prefix, state.memory_kv, state.memory_mask, need_weights=need_weights)
+        state.length += 1
+        attn = [w[:, :, -1] for w in out.cross_attention] if need_weights else None
+        return self.project(out.hidden[:, -1]), attn
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Distinct trainable parameters (a shared embedding counts once)."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
