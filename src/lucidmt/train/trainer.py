@@ -1,0 +1,427 @@
+"""The training loop: token-budget batches -> Seq2Seq -> label-smoothed loss -> AdamW; validate, checkpoint.
+
+One loop serves one CPU process, one GPU, and N processes under `torchrun` (DDP). Only rank 0 writes files;
+every decision that changes control flow (stop, early stop) is broadcast from rank 0 so ranks never diverge.
+A run can be killed at any moment and `--resume` continues bit-exactly from its last checkpoint: the
+checkpoint holds the optimizer, the step, the position in the epoch's batch list and every rank's RNG state,
+and the batch list itself is a pure function of (seed, epoch).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..config import RunConfig
+from ..data.batching import collate, lengths, make_batches, shard
+from ..data.prepare import Prepared
+from ..errors import ConfigurationError
+from ..io import write_json
+from ..model import Seq2Seq, count_parameters
+from . import distributed
+from .checkpoint import (
+    list_checkpoints,
+    load_train_state,
+    load_weights,
+    prune_checkpoints,
+    save_checkpoint,
+)
+from .loss import Seq2SeqLoss
+from .metrics import MetricsLog, plot_learning_curve
+from .schedule import learning_rate
+
+
+@dataclass
+class TrainResult:
+    run_dir: str
+    steps: int
+    epochs_completed: int
+    elapsed_minutes: float
+    stopped_by: str
+    best_step: int
+    best_metric: float | None
+    metric: str
+    last_valid_nll: float | None
+    last_valid_bleu: float | None
+    parameters: int
+
+
+class Trainer:
+    def __init__(
+        self,
+        cfg: RunConfig,
+        data: Prepared,
+        run_dir: str | Path,
+        resume: bool = False,
+        device: str | None = None,
+        log=print,
+        progress: bool = True,
+    ):
+        self.dist = distributed.setup(device)
+        self.device = self.dist.device
+        self.data, self.run_dir, self.log = data, Path(run_dir), (log if self.dist.main else (lambda *a: None))
+        self.progress = progress and self.dist.main
+        tok = data.tokenizer
+        self.tok = tok
+
+        if resume:
+            ckpts = list_checkpoints(self.run_dir)
+            if not ckpts:
+                raise ConfigurationError(f"{self.run_dir}: nothing to resume (no checkpoints/step-*)")
+            self.resume_from = ckpts[-1]
+        else:
+            self.resume_from = None
+            if self.run_dir.exists() and any(self.run_dir.iterdir()) and self.dist.main:
+                raise ConfigurationError(
+                    f"{self.run_dir} already holds a run; pass --resume to continue it or choose a new --out"
+                )
+
+        # what the data decides
+        m = cfg.model
+        m.src_vocab_size, m.tgt_vocab_size = tok.info.src_vocab_size, tok.info.tgt_vocab_size
+        m.pad_id, m.unk_id, m.bos_id, m.eos_id = tok.info.pad_id, tok.info.unk_id, tok.info.bos_id, tok.info.eos_id
+        if not tok.info.joint and m.share_embeddings:
+            self.log("separate vocabularies: source and target embeddings are not shared")
+            m.share_embeddings = False
+        cfg.data.path = str(data.folder)
+        cfg.data.src_lang = cfg.data.src_lang or data.manifest.get("src_lang", "")
+        cfg.data.tgt_lang = cfg.data.tgt_lang or data.manifest.get("tgt_lang", "")
+        cfg.validate()
+        self.cfg = cfg
+        t = cfg.train
+        self.metric = t.early_stop_metric
+        if self.metric == "bleu" and not t.valid_bleu:
+            self.log("train.valid_bleu is off: the best checkpoint is chosen by validation loss")
+            self.metric = "loss"
+        if t.threads:
+            torch.set_num_threads(t.threads)
+
+        torch.manual_seed(t.seed)
+        self.model = Seq2Seq(cfg.model).to(self.device)
+        self.n_params = count_parameters(self.model)
+        decay = [p for n, p in self.model.named_parameters() if p.dim() >= 2]
+        no_decay = [p for n, p in self.model.named_parameters() if p.dim() < 2]
+        self.optimizer = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=t.lr,
+            betas=tuple(t.betas),
+            eps=1e-8 if self.device.type == "cuda" else 1e-9,
+            fused=self.device.type == "cuda",
+        )
+        self.loss = Seq2SeqLoss(self.model, t.label_smoothing)
+        self.train_model: nn.Module = self.loss
+        if self.dist.enabled:
+            self.train_model = nn.parallel.DistributedDataParallel(
+                self.loss, device_ids=[self.device.index] if self.device.type == "cuda" else None
+            )
+        if t.compile:
+            self.train_model = torch.compile(self.train_model, dynamic=True)
+        amp = t.amp if t.amp != "auto" else ("bf16" if self.device.type == "cuda" else "fp32")
+        self.autocast = (
+            (lambda: torch.autocast(self.device.type, dtype=torch.bfloat16))
+            if amp == "bf16"
+            else contextlib.nullcontext
+        )
+
+        self.train_src, self.train_tgt = data.ids("train")
+        self.valid_src, self.valid_tgt = data.ids("valid")
+        self.valid_text = data.text("valid")
+        self.step = self.epoch = self.batch_pos = 0
+        self.elapsed = 0.0
+        self.best_metric: float | None = None
+        self.best_step = 0
+        self.bad_validations = 0
+        self.last_valid: dict = {}
+        torch.manual_seed(t.seed * 1000 + self.dist.rank)  # dropout stream of this rank
+        if self.resume_from is not None:
+            self._restore(self.resume_from)
+
+    # -- state ----------------------------------------------------------------------------------------------
+    def _rng_states(self) -> list[torch.Tensor]:
+        mine = torch.get_rng_state()
+        if not self.dist.enabled:
+            return [mine]
+        gathered: list = [None] * self.dist.world
+        torch.distributed.all_gather_object(gathered, mine)
+        return gathered
+
+    def _train_state(self, rng: list[torch.Tensor]) -> dict:
+        state = {
+            "step": self.step,
+            "epoch": self.epoch,
+            "batch_pos": self.batch_pos,
+            "elapsed": self.elapsed,
+            "optimizer": self.optimizer.state_dict(),
+            "rng": rng,
+            "world": self.dist.world,
+            "best_metric": self.best_metric if self.best_metric is not None else float("nan"),
+            "best_step": self.best_step,
+            "bad_validations": self.bad_validations,
+        }
+        if torch.cuda.is_available():
+            state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
+        return state
+
+    def _restore(self, folder: Path) -> None:
+        load_weights(self.model, folder / "model.safetensors")
+        st = load_train_state(folder)
+        self.optimizer.load_state_dict(st["optimizer"])
+        self.step, self.epoch, self.batch_pos = int(st["step"]), int(st["epoch"]), int(st["batch_pos"])
+        self.elapsed = float(st["elapsed"])
+        bm = float(st["best_metric"])
+        self.best_metric = None if math.isnan(bm) else bm
+        self.best_step, self.bad_validations = int(st["best_step"]), int(st["bad_validations"])
+        rng = st["rng"]
+        if int(st["world"]) == self.dist.world:
+            torch.set_rng_state(rng[self.dist.rank])
+        else:
+            self.log(f"resuming with {self.dist.world} processes instead of {st['world']}: dropout RNG re-seeded")
+        if "cuda_rng" in st and self.device.type == "cuda":
+            torch.cuda.set_rng_state(st["cuda_rng"], self.device)
+        self.log(f"resumed from {folder} at step {self.step} (epoch {self.epoch}, batch {self.batch_pos})")
+
+    # -- data -----------------------------------------------------------------------------------------------
+    def _epoch_data(self, epoch: int):
+        src, tgt = self.train_src, self.train_tgt
+        t = self.cfg.train
+        if t.subword_alpha > 0:  # subword regularisation: a fresh sampled segmentation every epoch
+            rng = np.random.default_rng([t.seed, epoch, 7919])
+            s_text, t_text = self.data.text("train")
+            cap = self.cfg.model.max_positions - 1
+            enc = lambda seqs: [np.asarray(x[:cap], dtype=np.int32) for x in seqs]
+            src = enc(self.tok.sample_src(s_text, t.subword_alpha, rng))
+            tgt = enc(self.tok.sample_tgt(t_text, t.subword_alpha, rng))
+        batches = make_batches(lengths(src), lengths(tgt), t.max_tokens, t.seed, epoch)
+        return src, tgt, shard(batches, self.dist.rank, self.dist.world)
+
+    # -- loop -----------------------------------------------------------------------------------------------
+    def fit(self) -> TrainResult:
+        t, cfg = self.cfg.train, self.cfg
+        if self.dist.main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            cfg.save(self.run_dir / "config.yaml")
+        metrics = MetricsLog(self.run_dir) if self.dist.main else None
+        self.log(
+            f"model: {self.n_params:,} parameters | device {self.device} x{self.dist.world} | "
+            f"{len(self.train_src):,} training pairs | max_tokens {t.max_tokens} x accum {t.accum_steps}"
+        )
+        bar = None
+        if self.progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=t.max_steps or None, initial=self.step, unit="step", dynamic_ncols=True, mininterval=1)
+        self.model.train()
+        start = time.perf_counter() - self.elapsed
+        window = {"loss": 0.0, "nll": 0.0, "tokens": 0.0, "time": 0.0}
+        stopped_by = ""
+        last_validated = self.step if self.resume_from else -1
+        try:
+            while not stopped_by:
+                src, tgt, batches = self._epoch_data(self.epoch)
+                while self.batch_pos < len(batches) and not stopped_by:
+                    group = batches[self.batch_pos : self.batch_pos + t.accum_steps]
+                    t0 = time.perf_counter()
+                    loss, nll, ntok = self._train_step(src, tgt, group)
+                    self.batch_pos += len(group)
+                    self.step += 1
+                    window["time"] += time.perf_counter() - t0
+                    window["loss"] += loss
+                    window["nll"] += nll
+                    window["tokens"] += ntok
+                    self.elapsed = time.perf_counter() - start
+                    if self.step % t.log_every == 0 and metrics is not None:
+                        row = self._log_row(window)
+                        metrics.write(row)
+                        if bar is not None:
+                            bar.set_postfix(
+                                loss=f"{row['train_loss']:.3f}",
+                                lr=f"{row['lr']:.2e}",
+                                tok_s=f"{row['tgt_tokens_per_s']:.0f}",
+                            )
+                        window = {k: 0.0 for k in window}
+                    if bar is not None:
+                        bar.update(1)
+                    stopped_by = self._budget_reason(self.elapsed)
+                    if self.step % t.valid_every == 0 or stopped_by:
+                        stop_early = self._validate_and_save(metrics)
+                        last_validated = self.step
+                        stopped_by = stopped_by or ("early stopping" if stop_early else "")
+                if self.batch_pos >= len(batches):
+                    self.epoch += 1
+                    self.batch_pos = 0
+                    if t.max_epochs and self.epoch >= t.max_epochs and not stopped_by:
+                        stopped_by = "max_epochs"
+                        if last_validated != self.step:
+                            self._validate_and_save(metrics)
+                            last_validated = self.step
+        except KeyboardInterrupt:
+            stopped_by = "interrupted"
+            self.log("interrupted: saving a checkpoint so that --resume can continue")
+            if last_validated != self.step:
+                self._save(self._rng_states())
+        finally:
+            if bar is not None:
+                bar.close()
+        result = TrainResult(
+            run_dir=str(self.run_dir),
+            steps=self.step,
+            epochs_completed=self.epoch,
+            elapsed_minutes=self.elapsed / 60,
+            stopped_by=stopped_by,
+            best_step=self.best_step,
+            best_metric=self.best_metric,
+            metric=self.metric,
+            last_valid_nll=self.last_valid.get("valid_nll"),
+            last_valid_bleu=self.last_valid.get("valid_bleu"),
+            parameters=self.n_params,
+        )
+        if self.dist.main:
+            write_json(self.run_dir / "train_summary.json", asdict(result))
+            if metrics is not None:
+                metrics.close()
+        self.dist.barrier()
+        return result
+
+    def _train_step(self, src, tgt, group: list[list[int]]) -> tuple[float, float, float]:
+        t = self.cfg.train
+        batches = [collate(src, tgt, idx, self.tok.pad_id, self.tok.bos_id, self.tok.eos_id) for idx in group]
+        local_tokens = float(sum(b.n_tgt_tokens for b in batches))
+        (global_tokens,) = self.dist.all_sum([local_tokens])
+        lr = learning_rate(self.step + 1, t)
+        for g in self.optimizer.param_groups:
+            g["lr"] = lr
+        loss_total = nll_total = 0.0
+        for i, b in enumerate(batches):
+            b = b.to(self.device)
+            sync = not self.dist.enabled or i == len(batches) - 1
+            ctx = contextlib.nullcontext() if sync else self.train_model.no_sync()
+            with ctx, self.autocast():
+                loss, nll = self.train_model(b.src, b.tgt_in, b.tgt_out)
+            # DDP averages gradients over ranks; scaling by world/global_tokens makes the result a per-token mean
+            (loss * (self.dist.world / global_tokens)).backward()
+            loss_total += float(loss.detach())
+            nll_total += float(nll.detach())
+        if t.clip_norm > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.clip_norm)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return loss_total, nll_total, local_tokens
+
+    def _log_row(self, window: dict) -> dict:
+        tokens = max(window["tokens"], 1.0)
+        return {
+            "step": self.step,
+            "epoch": self.epoch,
+            "train_loss": window["loss"] / tokens,
+            "train_nll": window["nll"] / tokens,
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "tgt_tokens_per_s": window["tokens"] * self.dist.world / max(window["time"], 1e-9),
+            "elapsed_min": self.elapsed / 60,
+        }
+
+    def _budget_reason(self, elapsed: float) -> str:
+        t = self.cfg.train
+        reasons = ["", "max_steps", "max_minutes"]
+        code = 0
+        if t.max_steps and self.step >= t.max_steps:
+            code = 1
+        elif t.max_minutes and elapsed >= t.max_minutes * 60:
+            code = 2
+        (code,) = self.dist.broadcast([code])  # rank 0's clock decides for every rank
+        return reasons[int(code)]
+
+    # -- validation -------------------------------------------------------------------------------------------
+    def _validate_and_save(self, metrics: MetricsLog | None) -> bool:
+        """Validate on rank 0, checkpoint, update the best model; returns the (shared) early-stop decision."""
+        rng = self._rng_states()  # collective: every rank takes part
+        stop = 0.0
+        if self.dist.main:
+            t = self.cfg.train
+            row = self.validate()
+            value = row["valid_bleu"] if self.metric == "bleu" else row["valid_nll"]
+            improved = self.best_metric is None or (
+                value > self.best_metric if self.metric == "bleu" else value < self.best_metric
+            )
+            if improved:
+                self.best_metric, self.best_step, self.bad_validations = value, self.step, 0
+            else:
+                self.bad_validations += 1
+            row["best_step"] = self.best_step
+            self.last_valid = row
+            if metrics is not None:
+                metrics.write(row)
+            folder = self._save(rng)
+            if improved:
+                save_checkpoint(self.run_dir / "best", self.model, self.cfg, self.tok)
+            prune_checkpoints(self.run_dir, t.keep_last)
+            plot_learning_curve(self.run_dir)
+            bleu = f" | BLEU {row['valid_bleu']:.2f}" if row.get("valid_bleu") is not None else ""
+            self.log(
+                f"step {self.step} | valid loss {row['valid_nll']:.3f} (ppl {row['valid_ppl']:.2f}){bleu} | "
+                f"best step {self.best_step} | {folder.name}"
+            )
+            stop = 1.0 if t.patience and self.bad_validations >= t.patience else 0.0
+        (stop,) = self.dist.broadcast([stop])
+        return bool(stop)
+
+    def _save(self, rng: list[torch.Tensor]) -> Path:
+        folder = self.run_dir / "checkpoints" / f"step-{self.step:07d}"
+        return save_checkpoint(folder, self.model, self.cfg, self.tok, self._train_state(rng))
+
+    @torch.inference_mode()
+    def validate(self) -> dict:
+        """Validation NLL per target token and (optionally) greedy BLEU on the validation set."""
+        from ..decode.translator import Translator
+        from ..evaluate import quick_bleu
+
+        t, pad = self.cfg.train, self.tok.pad_id
+        self.model.eval()
+        nll_sum = tokens = 0.0
+        batches = make_batches(lengths(self.valid_src), lengths(self.valid_tgt), t.max_tokens, 0, 0)
+        for idx in batches:
+            b = collate(self.valid_src, self.valid_tgt, idx, pad, self.tok.bos_id, self.tok.eos_id).to(self.device)
+            with self.autocast():
+                _, nll = self.loss(b.src, b.tgt_in, b.tgt_out)
+            nll_sum += float(nll)
+            tokens += b.n_tgt_tokens
+        row = {"step": self.step, "epoch": self.epoch, "valid_nll": nll_sum / tokens}
+        row["valid_ppl"] = math.exp(min(row["valid_nll"], 50))
+        row["valid_bleu"] = None
+        if t.valid_bleu:
+            src_text, ref_text = self.valid_text
+            n = t.valid_max_sentences or len(src_text)
+            tr = Translator(self.model, self.tok, self.cfg, self.device)
+            with self.autocast():
+                hyps = tr.translate(src_text[:n], beam_size=1)
+            row["valid_bleu"] = quick_bleu(hyps, ref_text[:n], self.cfg.data.tgt_lang)
+        row["elapsed_min"] = self.elapsed / 60
+        self.model.train()
+        return row
+
+
+def train(
+    data: str | Path,
+    out: str | Path,
+    cfg: RunConfig | None = None,
+    resume: bool = False,
+    device: str | None = None,
+    progress: bool = True,
+    log=print,
+) -> TrainResult:
+    """Python API of `lucidmt train`."""
+    from ..config import preset
+
+    trainer = Trainer(
+        cfg or preset("small"), Prepared(data), out, resume=resume, device=device, progress=progress, log=log
+    )
+    try:
+        return trainer.fit()
+    finally:
+        trainer.dist.close()

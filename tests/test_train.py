@@ -1,0 +1,223 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from conftest import tiny_config
+from lucidmt.errors import ConfigurationError
+from lucidmt.train.checkpoint import average_checkpoints, list_checkpoints, load_checkpoint
+from lucidmt.train.schedule import learning_rate
+from lucidmt.train.trainer import train
+
+QUIET = dict(progress=False, log=lambda *_: None)
+
+
+def run_cli(*args, env=None, **kw):
+    return subprocess.run([sys.executable, "-m", "lucidmt", *args], capture_output=True, text=True, env=env, **kw)
+
+
+def weights(folder):
+    return load_file(str(Path(folder) / "model.safetensors"))
+
+
+def test_run_folder_contents_and_metrics(prepared, tmp_path):
+    cfg = tiny_config(max_steps=30, valid_every=10, log_every=5)
+    res = train(prepared, tmp_path / "run", cfg, **QUIET)
+    run = tmp_path / "run"
+    assert res.steps == 30 and res.stopped_by == "max_steps"
+    for name in ("config.yaml", "metrics.jsonl", "learning_curve.png", "train_summary.json", "best/model.safetensors"):
+        assert (run / name).exists(), name
+    assert [p.name for p in list_checkpoints(run)] == ["step-0000020", "step-0000030"]  # keep_last=2
+    ck = list_checkpoints(run)[-1]
+    assert {p.name for p in ck.iterdir()} == {"config.yaml", "model.safetensors", "tokenizer", "train_state.pt"}
+    state = torch.load(ck / "train_state.pt", weights_only=True)  # no pickle needed
+    assert state["step"] == 30
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    train_rows = [r for r in rows if "train_loss" in r]
+    valid_rows = [r for r in rows if "valid_nll" in r]
+    assert len(train_rows) == 6 and len(valid_rows) == 3
+    assert train_rows[-1]["train_nll"] < train_rows[0]["train_nll"]
+    assert all(r["valid_bleu"] is not None for r in valid_rows)
+    assert list((run / "tensorboard").iterdir())
+
+
+def test_existing_run_folder_is_not_overwritten(prepared, tmp_path):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "keep.txt").write_text("precious")
+    with pytest.raises(ConfigurationError, match="--resume"):
+        train(prepared, tmp_path / "run", tiny_config(max_steps=1), **QUIET)
+    assert (tmp_path / "run" / "keep.txt").read_text() == "precious"
+
+
+def test_kill_and_resume_gives_identical_weights(toy_files, tmp_path):
+    """A run SIGKILLed mid-way and resumed ends bit-identical to an uninterrupted one (with dropout and
+    subword sampling on, so that RNG state and the data position both have to be restored)."""
+    prep = tmp_path / "unigram"
+    made = run_cli(
+        "prepare",
+        "--train-src",
+        str(toy_files["train.en"]),
+        "--train-tgt",
+        str(toy_files["train.de"]),
+        "--valid-src",
+        str(toy_files["valid.en"]),
+        "--valid-tgt",
+        str(toy_files["valid.de"]),
+        "--src",
+        "en",
+        "--tgt",
+        "de",
+        "--vocab-size",
+        "60",
+        "--model-type",
+        "unigram",
+        "--out",
+        str(prep),
+    )
+    assert made.returncode == 0, made.stderr
+    args = [
+        "train",
+        "--data",
+        str(prep),
+        "--preset",
+        "tiny",
+        "--no-progress",
+        "--max-steps",
+        "150",
+        "valid_every=15",
+        "log_every=5",
+        "max_tokens=250",
+        "lr=3e-3",
+        "warmup_steps=10",
+        "keep_last=3",
+        "model.dropout=0.2",
+        "valid_max_sentences=5",
+        "subword_alpha=0.1",
+    ]  # noqa: E128
+    ref = run_cli(*args, "--out", str(tmp_path / "ref"))
+    assert ref.returncode == 0, ref.stderr
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lucidmt", *args, "--out", str(tmp_path / "killed")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 120
+    while time.time() < deadline and not (tmp_path / "killed" / "checkpoints" / "step-0000045").exists():
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL, "the run ended before it could be killed"
+    done = [p.name for p in list_checkpoints(tmp_path / "killed")]
+    assert done and done[-1] != "step-0000150"
+
+    resumed = run_cli("train", "--data", str(prep), "--out", str(tmp_path / "killed"), "--resume", "--no-progress")
+    assert resumed.returncode == 0, resumed.stderr
+    final = Path("checkpoints") / "step-0000150"
+    a, b = weights(tmp_path / "ref" / final), weights(tmp_path / "killed" / final)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_early_stopping_on_validation_loss(prepared, tmp_path):
+    cfg = tiny_config(max_steps=500, valid_every=5, patience=2, early_stop_metric="loss", lr=0.5, warmup_steps=1)
+    res = train(prepared, tmp_path / "run", cfg, **QUIET)  # a learning rate this high diverges quickly
+    assert res.stopped_by == "early stopping" and res.steps < 500
+    assert res.steps - res.best_step == 2 * 5
+
+
+def test_average_checkpoints(prepared, tmp_path):
+    train(prepared, tmp_path / "run", tiny_config(max_steps=20, valid_every=10, keep_last=2), **QUIET)
+    ckpts = list_checkpoints(tmp_path / "run")
+    out = average_checkpoints(ckpts, tmp_path / "avg")
+    a, b, avg = weights(ckpts[0]), weights(ckpts[1]), weights(out)
+    for k in avg:
+        torch.testing.assert_close(avg[k], (a[k] + b[k]) / 2)
+    model, cfg, tok = load_checkpoint(out)
+    assert cfg.model.d_model == 64 and tok.info.src_vocab_size > 0
+    assert not (out / "train_state.pt").exists()
+
+
+def test_ddp_with_two_processes_equals_gradient_accumulation(prepared, tmp_path):
+    """2 gloo ranks each taking every other batch = 1 process accumulating 2 batches per step."""
+    common = [
+        "--data",
+        str(prepared),
+        "--preset",
+        "tiny",
+        "--no-progress",
+        "--max-steps",
+        "4",
+        "valid_every=4",
+        "max_tokens=200",
+        "model.dropout=0",
+        "valid_bleu=false",
+        "seed=3",
+    ]  # noqa: E128
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    ddp = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc-per-node",
+            "2",
+            "--master-port",
+            "29533",
+            "-m",
+            "lucidmt",
+            "train",
+            *common,
+            "--out",
+            str(tmp_path / "ddp"),
+        ],  # noqa: E128
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    single = run_cli("train", *common, "accum_steps=2", "--out", str(tmp_path / "single"), env=env)
+    assert single.returncode == 0, single.stderr
+    a = weights(tmp_path / "ddp" / "checkpoints" / "step-0000004")
+    b = weights(tmp_path / "single" / "checkpoints" / "step-0000004")
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=2e-5, rtol=1e-4)
+    summary = json.loads((tmp_path / "ddp" / "train_summary.json").read_text())
+    assert summary["steps"] == 4
+
+
+def test_learning_rate_schedules():
+    cfg = tiny_config(lr=1e-3, warmup_steps=100).train
+    assert learning_rate(50, cfg) == pytest.approx(5e-4)
+    assert learning_rate(100, cfg) == pytest.approx(1e-3)
+    assert learning_rate(400, cfg) == pytest.approx(5e-4)  # inverse square root
+    cfg.schedule, cfg.max_steps, cfg.min_lr = "cosine", 1100, 0.0
+    assert learning_rate(600, cfg) == pytest.approx(5e-4)
+    assert learning_rate(1100, cfg) == pytest.approx(0.0)
+
+
+def test_subword_sampling_is_seeded_and_needs_unigram(prepared, toy_files, tmp_path):
+    import numpy as np
+
+    from lucidmt.data.corpus import read_parallel
+    from lucidmt.data.prepare import Prepared, PrepareOptions, prepare
+
+    data = read_parallel(toy_files["train.en"], toy_files["train.de"])
+    prepare(data, data, tmp_path / "u", PrepareOptions("en", "de", vocab_size=60, model_type="unigram"), log=print)
+    tok = Prepared(tmp_path / "u").tokenizer
+    text = data.src[:50]
+    a = tok.sample_src(text, 0.5, np.random.default_rng(1))
+    b = tok.sample_src(text, 0.5, np.random.default_rng(1))
+    c = tok.sample_src(text, 0.5, np.random.default_rng(2))
+    assert a == b and a != c
+    assert [tok.src.decode(x) for x in c] == text  # every sample is a segmentation of the same text
+    with pytest.raises(ConfigurationError, match="unigram"):
+        Prepared(prepared).tokenizer.sample_src(text, 0.5, np.random.default_rng(1))
