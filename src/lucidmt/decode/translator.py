@@ -1,0 +1,240 @@
+"""`Translator`: a trained model, its tokenizer and its decoding, behind a batch-first API on raw strings.
+
+    tr = Translator.load("runs/m30k")                 # a run folder (its best checkpoint) or a checkpoint
+    tr.translate(["A dog runs."])                    # -> ["Ein Hund rennt."]
+    tr.translate_batch(texts, beam_size=5, n_best=3, return_attention=True)   # scores, ids, attention
+
+Sentences are sorted by length and cut into batches by a token budget; outputs come back in input order.
+Empty lines give empty outputs; over-long inputs are truncated with a warning.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ..config import RunConfig
+from ..data.tokenizer import Tokenizer
+from ..model.transformer import Seq2Seq
+from .search import DecodeOptions, Hyp, ModelScorer, search
+
+log = logging.getLogger("lucidmt")
+
+
+@dataclass
+class Hypothesis:
+    text: str
+    token_ids: list[int]  # target subword ids, eos excluded
+    tokens: list[str]  # target subword pieces, "</s>" last
+    score: float  # ranking score (length-normalised log-probability under beam search)
+    logprob: float  # total log-probability
+    token_logprobs: list[float] | None = None  # one per token in `tokens`
+    attention: list[list[float]] | None = None  # (len(tokens), len(source_tokens)), mean over heads and layers
+    attention_layers: list | None = None  # per layer (H, len(tokens), len(source_tokens)), when asked for
+
+
+@dataclass
+class Translation:
+    source: str
+    source_tokens: list[str]  # source pieces, "</s>" last
+    hypotheses: list[Hypothesis] = field(default_factory=list)
+    truncated: bool = False
+
+    @property
+    def best(self) -> Hypothesis:
+        return self.hypotheses[0]
+
+
+class Translator:
+    def __init__(
+        self,
+        model: Seq2Seq,
+        tokenizer: Tokenizer,
+        config: RunConfig | None = None,
+        device: str | torch.device = "cpu",
+        max_batch_tokens: int = 6000,
+        max_batch_size: int = 64,
+        scorer_factory=None,
+    ):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.config = config
+        self.device = torch.device(device)
+        self.max_batch_tokens = max_batch_tokens
+        self.max_batch_size = max_batch_size
+        self.scorer_factory = scorer_factory or (lambda: ModelScorer(self.model))
+        self.max_positions = model.cfg.max_positions
+        self.source = ""  # where it was loaded from
+
+    @classmethod
+    def load(
+        cls,
+        path: str | Path,
+        device: str | torch.device | None = None,
+        checkpoints: list[str | Path] | None = None,
+        **kwargs,
+    ) -> Translator:
+        """Load a run folder (its best checkpoint) or a checkpoint folder.
+
+        `checkpoints` adds ensemble members whose log-probabilities are averaged with the first model's.
+        """
+        from ..train.checkpoint import load_checkpoint, resolve_checkpoint
+
+        device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        folder = resolve_checkpoint(path)
+        model, cfg, tok = load_checkpoint(folder, device)
+        factory = None
+        if checkpoints:
+            from .search import EnsembleScorer
+
+            members = [model] + [load_checkpoint(resolve_checkpoint(p), device)[0] for p in checkpoints]
+            factory = lambda: EnsembleScorer([ModelScorer(m) for m in members])
+        tr = cls(model, tok, cfg, device, scorer_factory=factory, **kwargs)
+        tr.source = str(folder)
+        return tr
+
+    # -- public API -----------------------------------------------------------------------------------------
+    def translate(self, texts: list[str], beam_size: int = 4, **options) -> list[str]:
+        """Raw strings in, best translations out (same order)."""
+        return [t.best.text if t.hypotheses else "" for t in self.translate_batch(texts, beam_size, **options)]
+
+    def translate_batch(
+        self,
+        texts: list[str],
+        beam_size: int = 4,
+        return_attention: bool = False,
+        return_attention_layers: bool = False,
+        progress: bool = False,
+        **options,
+    ) -> list[Translation]:
+        """Per input, the n-best hypotheses with scores, ids, per-token log-probabilities and, on request,
+        cross-attention (from one teacher-forced pass over the chosen hypotheses)."""
+        if isinstance(texts, str):
+            raise TypeError("translate_batch expects a list of strings, not a string")
+        opts = DecodeOptions(beam_size=beam_size, **options)
+        opts.validate()
+        src_ids, truncated = self._encode_sources(texts)
+        results: list[Translation | None] = [None] * len(texts)
+        for i, text in enumerate(texts):
+            if not src_ids[i]:  # empty input -> empty output, no decoding
+                results[i] = Translation(text, [], [Hypothesis("", [], [], 0.0, 0.0, [], None)])
+        todo = [i for i in range(len(texts)) if results[i] is None]
+        bar = None
+        if progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=len(todo), unit="sent", desc="translate")
+        with torch.inference_mode():
+            for batch in self._batches(todo, src_ids, opts.beam_size if not opts.sampling else opts.n_best):
+                src = self._pad([src_ids[i] + [self.tokenizer.eos_id] for i in batch])
+                hyps = search(self.scorer_factory(), src, opts, self.max_positions)
+                att = None
+                if return_attention or return_attention_layers:
+                    att = self._attention(src, hyps)
+                for j, i in enumerate(batch):
+                    results[i] = self._result(
+                        texts[i],
+                        src_ids[i],
+                        hyps[j],
+                        att[j] if att else None,
+                        truncated[i],
+                        return_attention,
+                        return_attention_layers,
+                    )
+                if bar is not None:
+                    bar.update(len(batch))
+        if bar is not None:
+            bar.close()
+        return results  # type: ignore[return-value]
+
+    def score(self, sources: list[str], targets: list[str]) -> list[list[float]]:
+        """Forced decoding: log-probability of each target token (eos included) given its source."""
+        out: list[list[float]] = []
+        with torch.inference_mode():
+            for s, t in zip(sources, targets, strict=True):
+                src = self._pad([self._encode_sources([s])[0][0] + [self.tokenizer.eos_id]])
+                tgt = self.tokenizer.encode_tgt([t])[0][: self.max_positions - 1]
+                tgt_in = torch.tensor([[self.tokenizer.bos_id] + tgt], device=self.device)
+                tgt_out = torch.tensor([tgt + [self.tokenizer.eos_id]], device=self.device)
+                lp = torch.log_softmax(self.model(src, tgt_in).float(), -1).gather(2, tgt_out[..., None])
+                out.append(lp[0, :, 0].tolist())
+        return out
+
+    # -- internals --------------------------------------------------------------------------------------------
+    def _encode_sources(self, texts: list[str]) -> tuple[list[list[int]], list[bool]]:
+        ids = self.tokenizer.encode_src([t.strip() for t in texts])
+        limit = self.max_positions - 1  # room for eos
+        truncated = [len(x) > limit for x in ids]
+        if any(truncated):
+            n = sum(truncated)
+            log.warning("%d input(s) longer than %d subwords were truncated", n, limit)
+        return [x[:limit] for x in ids], truncated
+
+    def _batches(self, todo: list[int], src_ids: list[list[int]], rows_per_sentence: int):
+        order = sorted(todo, key=lambda i: len(src_ids[i]))
+        batch: list[int] = []
+        longest = 0
+        for i in order:
+            n = len(src_ids[i]) + 1
+            too_many = (len(batch) + 1) * max(longest, n) * rows_per_sentence > self.max_batch_tokens
+            if batch and (too_many or len(batch) >= self.max_batch_size):
+                yield batch
+                batch, longest = [], 0
+            batch.append(i)
+            longest = max(longest, n)
+        if batch:
+            yield batch
+
+    def _pad(self, seqs: list[list[int]]) -> torch.Tensor:
+        S = max(len(s) for s in seqs)
+        out = torch.full((len(seqs), S), self.tokenizer.pad_id, dtype=torch.long)
+        for i, s in enumerate(seqs):
+            out[i, : len(s)] = torch.tensor(s, dtype=torch.long)
+        return out.to(self.device)
+
+    def _attention(self, src: torch.Tensor, hyps: list[list[Hyp]]) -> list[list[list[torch.Tensor]]]:
+        """Cross-attention per hypothesis: list over layers of (H, T, S), from one teacher-forced pass."""
+        flat = [(b, h) for b, hs in enumerate(hyps) for h in hs]
+        tgt_in = self._pad([[self.tokenizer.bos_id] + h.tokens for _, h in flat])
+        rows = torch.tensor([b for b, _ in flat], device=self.device)
+        memory = self.model.encode(src.index_select(0, rows))
+        out = self.model.decode(tgt_in, memory, need_weights=True)
+        src_len = (src != self.tokenizer.pad_id).sum(1).tolist()
+        per_hyp = []
+        for k, (b, h) in enumerate(flat):
+            T = len(h.tokens) + 1
+            per_hyp.append([w[k, :, :T, : src_len[b]].float().cpu() for w in out.cross_attention])
+        grouped, k = [], 0
+        for hs in hyps:
+            grouped.append(per_hyp[k : k + len(hs)])
+            k += len(hs)
+        return grouped
+
+    def _result(self, text, src_ids, hyps, att, truncated, want_mean, want_layers) -> Translation:
+        tok = self.tokenizer
+        out = Translation(text, tok.src_id_to_piece(src_ids + [tok.eos_id]), truncated=truncated)
+        for k, h in enumerate(hyps):
+            hyp = Hypothesis(
+                text=tok.decode_tgt(h.tokens),
+                token_ids=list(h.tokens),
+                tokens=tok.tgt_id_to_piece(h.tokens + [tok.eos_id]),
+                score=h.score,
+                logprob=h.logprob,
+                token_logprobs=list(h.token_logprobs),
+            )
+            if att is not None:
+                layers = att[k]
+                if want_mean:
+                    hyp.attention = torch.stack(layers).mean(dim=(0, 1)).tolist()
+                if want_layers:
+                    hyp.attention_layers = [w.tolist() for w in layers]
+            out.hypotheses.append(hyp)
+        return out
+
+
+def load(path: str | Path, device: str | torch.device | None = None, **kwargs) -> Translator:
+    """`lucidmt.load(run_or_checkpoint)`: shorthand for `Translator.load`."""
+    return Translator.load(path, device=device, **kwargs)
