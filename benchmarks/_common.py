@@ -1,0 +1,45 @@
+"""Shared helpers for the benchmark scripts (not part of the package or the tests)."""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+
+def hardware() -> str:
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name(0)
+    cpu = platform.processor() or "cpu"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {torch.get_num_threads()} threads"
+
+
+def prepared_multi30k(out: Path, src: str = "en", tgt: str = "de", vocab: int = 8000) -> Path:
+    """A prepared Multi30k folder (built once, then reused)."""
+    from lucidmt.data.corpus import load_dataset
+    from lucidmt.data.prepare import PrepareOptions, prepare
+
+    if not (out / "manifest.json").exists():
+        train = load_dataset("multi30k", "train", src, tgt)
+        valid = load_dataset("multi30k", "valid", src, tgt)
+        prepare(train, valid, out, PrepareOptions(src, tgt, vocab_size=vocab), log=lambda *_: None)
+    return out
+
+
+def out_dir() -> Path:
+    d = Path(os.environ.get("LUCIDMT_BENCH_DIR", ROOT / "benchmarks" / "out"))
+    d.mkdir(parents=True, exist_ok=True)
+    return d
