@@ -202,6 +202,9 @@ def test_learning_rate_schedules():
     cfg.schedule, cfg.max_steps, cfg.min_lr = "cosine", 1100, 0.0
     assert learning_rate(600, cfg) == pytest.approx(5e-4)
     assert learning_rate(1100, cfg) == pytest.approx(0.0)
+    cfg.max_steps, cfg.max_minutes = 0, 10.0  # anneal over a time budget
+    assert learning_rate(200, cfg, elapsed_s=300) == pytest.approx(5e-4)
+    assert learning_rate(200, cfg, elapsed_s=600) == pytest.approx(0.0)
 
 
 def test_subword_sampling_is_seeded_and_needs_unigram(prepared, toy_files, tmp_path):

@@ -7,12 +7,15 @@ import math
 from ..config import TrainConfig
 
 
-def learning_rate(step: int, cfg: TrainConfig, total_steps: int = 0) -> float:
-    """lr at optimizer step `step` (1-based).
+def learning_rate(step: int, cfg: TrainConfig, elapsed_s: float = 0.0) -> float:
+    """lr at optimizer step `step` (1-based), `elapsed_s` seconds into training.
 
     warm-up:       lr * step / warmup                                   (linear, all schedules)
     inverse_sqrt:  lr * sqrt(warmup / step)                             (Vaswani et al.; fairseq)
-    cosine:        min_lr + (lr - min_lr) * (1 + cos(pi * progress)) / 2  over max_steps
+    cosine:        min_lr + (lr - min_lr) * (1 + cos(pi * p)) / 2, where p is the fraction of the budget used
+                   after warm-up: of max_steps, or of max_minutes (whichever is further along), so that a
+                   time-budgeted run anneals exactly when its time runs out. A time-based p depends on the
+                   clock, so such runs do not resume bit-exactly; step-based ones do.
     constant:      lr
     """
     warmup = max(1, cfg.warmup_steps)
@@ -21,9 +24,11 @@ def learning_rate(step: int, cfg: TrainConfig, total_steps: int = 0) -> float:
     if cfg.schedule == "inverse_sqrt":
         return cfg.lr * math.sqrt(warmup / step)
     if cfg.schedule == "cosine":
-        total = total_steps or cfg.max_steps
-        if total <= warmup:
-            return cfg.lr
-        progress = min(1.0, (step - warmup) / (total - warmup))
-        return cfg.min_lr + (cfg.lr - cfg.min_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))
+        p = 0.0
+        if cfg.max_steps > warmup:
+            p = (step - warmup) / (cfg.max_steps - warmup)
+        if cfg.max_minutes > 0:
+            p = max(p, elapsed_s / (cfg.max_minutes * 60))
+        p = min(1.0, max(0.0, p))
+        return cfg.min_lr + (cfg.lr - cfg.min_lr) * 0.5 * (1.0 + math.cos(math.pi * p))
     return cfg.lr

@@ -96,6 +96,8 @@ class Trainer:
         cfg.validate()
         self.cfg = cfg
         t = cfg.train
+        if t.schedule == "cosine" and not (t.max_steps or t.max_minutes):
+            raise ConfigurationError("train.schedule=cosine needs a budget to anneal over: max_steps or max_minutes")
         self.metric = t.early_stop_metric
         if self.metric == "bleu" and not t.valid_bleu:
             self.log("train.valid_bleu is off: the best checkpoint is chosen by validation loss")
@@ -294,7 +296,7 @@ class Trainer:
         batches = [collate(src, tgt, idx, self.tok.pad_id, self.tok.bos_id, self.tok.eos_id) for idx in group]
         local_tokens = float(sum(b.n_tgt_tokens for b in batches))
         (global_tokens,) = self.dist.all_sum([local_tokens])
-        lr = learning_rate(self.step + 1, t)
+        lr = learning_rate(self.step + 1, t, self.elapsed)
         for g in self.optimizer.param_groups:
             g["lr"] = lr
         loss_total = nll_total = 0.0
