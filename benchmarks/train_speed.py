@@ -7,11 +7,19 @@ Both models take identical token-budget batches of Multi30k en-de (joint 8k BPE)
 label-smoothed cross-entropy (0.1). Each timed round runs `--steps` optimizer steps per model, alternating the
 two models so that machine noise hits both; the table reports target tokens per second over all rounds.
 On CUDA both use bf16 autocast, and model FLOPs utilisation is 6 * parameters * tokens/s / peak.
+
+On CPU the glibc allocator matters: by default it returns every freed block above 128 KiB to the OS, so each
+large temporary page-faults afresh. The lucidmt CLI raises those thresholds (`lucidmt.runtime.tune_allocator`).
+`--allocator both` (the default on CPU) measures both libraries twice, in two processes: once with glibc's
+defaults and once with the tuned allocator, so that each row compares the two libraries under one setting.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import subprocess
+import sys
 import time
 
 import torch
@@ -110,11 +118,21 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--sizes", nargs="+", default=["small", "base"])
     ap.add_argument("--max-tokens", type=int, default=4096)
-    ap.add_argument("--steps", type=int, default=8, help="timed steps per round and model")
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--steps", type=int, default=10, help="timed steps per round and model")
+    ap.add_argument("--rounds", type=int, default=4)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--compile", action="store_true", help="also torch.compile lucidmt")
+    ap.add_argument("--allocator", choices=["default", "tuned", "both"], default=None)
+    ap.add_argument("--json", action="store_true", help="print rows as JSON (used by --allocator both)")
     a = ap.parse_args()
+    if a.allocator is None:
+        a.allocator = "both" if a.device == "cpu" else "default"
+    if a.allocator == "both":
+        return run_both(a)
+    if a.allocator == "tuned":
+        from lucidmt.runtime import tune_allocator
+
+        tune_allocator()
     torch.set_num_threads(a.threads)
     device = torch.device(a.device)
     amp = device.type == "cuda"
@@ -149,8 +167,31 @@ def main() -> None:
         if device.type == "cuda":
             row["mfu_ours"] = 6 * params * ours_tps / PEAK_BF16
             row["mfu_hf"] = 6 * params * hf_tps / PEAK_BF16
+        row["allocator"] = a.allocator
         rows.append(row)
         del runners
+    if a.json:
+        print("ROWS " + json.dumps(rows))
+        return
+    print_table(rows, a, device)
+
+
+def run_both(a) -> None:
+    """Run this script once per allocator setting, in fresh processes, and print one table."""
+    rows = []
+    for alloc in ("default", "tuned"):
+        args = [sys.executable, __file__, "--allocator", alloc, "--json", "--device", a.device,
+                "--threads", str(a.threads), "--max-tokens", str(a.max_tokens), "--steps", str(a.steps),
+                "--rounds", str(a.rounds), "--warmup", str(a.warmup), "--sizes", *a.sizes]  # fmt: skip
+        if a.compile:
+            args.append("--compile")
+        out = subprocess.run(args, capture_output=True, text=True, check=True).stdout
+        rows += json.loads(next(line for line in out.splitlines() if line.startswith("ROWS "))[5:])
+    print_table(rows, a, torch.device(a.device))
+
+
+def print_table(rows, a, device) -> None:
+    amp = device.type == "cuda"
 
     prec = "bf16 autocast" if amp else "fp32"
     print(
@@ -158,14 +199,15 @@ def main() -> None:
         f"{a.rounds}x{a.steps} timed steps per model, Multi30k en-de batches)\n"
     )
     mfu = device.type == "cuda"
-    head = "| size | parameters | lucidmt tok/s | HF Marian tok/s | ratio |" + (
+    head = "| size | parameters | allocator | lucidmt tok/s | HF Marian tok/s | ratio |" + (
         " MFU lucidmt | MFU HF |" if mfu else ""
     )
     print(head)
-    print("|---|---:|---:|---:|---:|" + ("---:|---:|" if mfu else ""))
+    print("|---|---:|---|---:|---:|---:|" + ("---:|---:|" if mfu else ""))
     for r in rows:
         ratio = r["ours"] / r["hf"]
-        line = f"| {r['size']} | {r['params'] / 1e6:.1f}M | {r['ours']:,.0f} | {r['hf']:,.0f} | {ratio:.2f}x |"
+        line = f"| {r['size']} | {r['params'] / 1e6:.1f}M | {r['allocator']} | {r['ours']:,.0f} | {r['hf']:,.0f} |"
+        line += f" {ratio:.2f}x |"
         if mfu:
             line += f" {r['mfu_ours']:.1%} | {r['mfu_hf']:.1%} |"
         print(line)

@@ -1,0 +1,217 @@
+"""Quality on Multi30k en-de: lucidmt's recommended recipe vs Hugging Face MarianMTModel, same budget.
+
+    python benchmarks/quality_multi30k.py                       # 60 minutes each, this CPU (2 threads)
+    python benchmarks/quality_multi30k.py --minutes 3 --device cuda --preset base --max-tokens 25000
+    python benchmarks/quality_multi30k.py --skip-peer           # lucidmt only
+
+Both systems get the same prepared data (joint 8k BPE), the same wall-clock training budget, dropout 0.3, label
+smoothing 0.1 and AdamW. lucidmt trains with its recipe (`recipes/multi30k-small.yaml`, cosine schedule annealed
+over the time budget); the peer with the plain recipe from the issue (HF `MarianMTModel` of the same size,
+inverse-sqrt warm-up with the same peak learning rate, beam 4). Every choice for lucidmt (best vs averaged
+checkpoints, beam size, length penalty) is made on the validation set; test_2016_flickr is decoded once per system
+at the end. Prints one markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from _common import hardware, out_dir, prepared_multi30k
+from lucidmt.config import preset, read_config_dict
+from lucidmt.data.batching import collate, lengths, make_batches
+from lucidmt.data.corpus import load_dataset
+from lucidmt.data.prepare import Prepared
+from lucidmt.decode.translator import Translator
+from lucidmt.evaluate import quick_bleu, score
+from lucidmt.runtime import tune_allocator
+from lucidmt.train.checkpoint import average_checkpoints, list_checkpoints
+from lucidmt.train.trainer import train
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def train_lucidmt(prep: Path, run: Path, a) -> tuple[Path, dict]:
+    cfg = preset(a.preset)
+    cfg.update(read_config_dict(ROOT / "recipes" / "multi30k-small.yaml"))
+    cfg.train.schedule, cfg.train.max_minutes, cfg.train.max_tokens = "cosine", a.minutes, a.max_tokens
+    cfg.train.warmup_steps, cfg.train.valid_every = a.warmup, a.valid_every
+    cfg.validate()
+    t0 = time.perf_counter()
+    result = train(prep, run, cfg, device=a.device, progress=False, log=print)
+    minutes = (time.perf_counter() - t0) / 60
+    # choose on the validation set: best checkpoint vs average of the last k, then beam and length penalty
+    data = Prepared(prep)
+    vsrc, vref = data.text("valid")
+    candidates = {"best": run / "best"}
+    ckpts = list_checkpoints(run)
+    for k in (3, 5):
+        if len(ckpts) >= k:
+            candidates[f"avg{k}"] = average_checkpoints(ckpts[-k:], run / f"avg{k}")
+    scores = {}
+    for name, path in candidates.items():
+        tr = Translator.load(path, device=a.device)
+        scores[name] = quick_bleu(tr.translate(vsrc, beam_size=4), vref, "de")
+    chosen = max(scores, key=scores.get)
+    tr = Translator.load(candidates[chosen], device=a.device)
+    grid = {}
+    for beam in (4, 5):
+        for lp in (0.6, 1.0):
+            grid[(beam, lp)] = quick_bleu(tr.translate(vsrc, beam_size=beam, length_penalty=lp), vref, "de")
+    beam, lp = max(grid, key=grid.get)
+    info = {
+        "train_minutes": minutes,
+        "steps": result.steps,
+        "checkpoint": chosen,
+        "valid_bleu_by_checkpoint": scores,
+        "beam": beam,
+        "length_penalty": lp,
+        "valid_bleu": grid[(beam, lp)],
+    }
+    return candidates[chosen], info
+
+
+def hf_model(vocab: int, cfg):
+    from transformers import MarianConfig, MarianMTModel
+
+    m = cfg.model
+    hc = MarianConfig(
+        vocab_size=vocab,
+        decoder_vocab_size=vocab,
+        d_model=m.d_model,
+        encoder_layers=m.encoder_layers,
+        decoder_layers=m.decoder_layers,
+        encoder_attention_heads=m.n_heads,
+        decoder_attention_heads=m.n_heads,
+        encoder_ffn_dim=m.ffn_dim,
+        decoder_ffn_dim=m.ffn_dim,
+        dropout=0.3,
+        activation_function="relu",
+        max_position_embeddings=m.max_positions,
+        pad_token_id=0,
+        eos_token_id=3,
+        decoder_start_token_id=2,
+        forced_eos_token_id=3,
+        scale_embedding=True,
+        share_encoder_decoder_embeddings=True,
+        tie_word_embeddings=True,
+    )
+    return MarianMTModel(hc)
+
+
+def train_hf(prep: Path, a) -> tuple[object, dict]:
+    """The peer: HF MarianMTModel trained with a plain loop (what Seq2SeqTrainer does) on the same batches."""
+    data = Prepared(prep)
+    tok = data.tokenizer
+    src, tgt = data.ids("train")
+    dev = torch.device(a.device)
+    torch.manual_seed(1)
+    model = hf_model(tok.info.src_vocab_size, preset(a.preset)).to(dev).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=a.peer_lr, betas=(0.9, 0.98), weight_decay=1e-4)
+    warmup, step, epoch = a.warmup, 0, 0  # the same peak learning rate and warm-up as lucidmt
+    t0 = time.perf_counter()
+    amp = dev.type == "cuda"
+    while time.perf_counter() - t0 < a.minutes * 60:
+        for idx in make_batches(lengths(src), lengths(tgt), a.max_tokens, 1, epoch):
+            b = collate(src, tgt, idx, 0, 2, 3).to(dev)
+            step += 1
+            lr = a.peer_lr * min(step / warmup, math.sqrt(warmup / step))
+            for g in opt.param_groups:
+                g["lr"] = lr
+            labels = b.tgt_out.masked_fill(b.tgt_out == 0, -100)
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
+                out = model(input_ids=b.src, attention_mask=(b.src != 0).long(), decoder_input_ids=b.tgt_in)
+                loss = F.cross_entropy(out.logits.float().flatten(0, 1), labels.flatten(), label_smoothing=0.1)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            if time.perf_counter() - t0 >= a.minutes * 60:
+                break
+        epoch += 1
+    minutes = (time.perf_counter() - t0) / 60
+    return model.eval(), {"train_minutes": minutes, "steps": step, "beam": 4, "length_penalty": 1.0}
+
+
+def hf_translate(model, tok, lines: list[str], device: str, beam: int = 4, batch: int = 64) -> list[str]:
+    out: list[str] = []
+    order = sorted(range(len(lines)), key=lambda i: len(lines[i]))
+    res: dict[int, str] = {}
+    with torch.inference_mode():
+        for s in range(0, len(order), batch):
+            idx = order[s : s + batch]
+            ids = [tok.encode_src([lines[i]])[0][:254] + [3] for i in idx]
+            S = max(map(len, ids))
+            x = torch.zeros(len(ids), S, dtype=torch.long)
+            for r, seq in enumerate(ids):
+                x[r, : len(seq)] = torch.tensor(seq)
+            x = x.to(device)
+            gen = model.generate(
+                input_ids=x, attention_mask=(x != 0).long(), num_beams=beam, max_new_tokens=int(1.5 * S + 10)
+            )
+            for r, i in enumerate(idx):
+                res[i] = tok.decode_tgt(gen[r].tolist())
+    out = [res[i] for i in range(len(lines))]
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--minutes", type=float, default=60.0)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--preset", default="small")
+    ap.add_argument("--max-tokens", type=int, default=4096)
+    ap.add_argument("--warmup", type=int, default=400)
+    ap.add_argument("--valid-every", type=int, default=250)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--peer-lr", type=float, default=1e-3)
+    ap.add_argument("--skip-peer", action="store_true")
+    ap.add_argument("--out", default=str(out_dir() / "quality"))
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    tune_allocator()  # the same process-wide allocator settings for both systems
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    prep = prepared_multi30k(out_dir() / "m30k-en-de")
+    test = load_dataset("multi30k", "test_2016_flickr", "en", "de")
+    run = out / f"lucidmt-{a.preset}-{int(a.minutes)}min-{int(time.time())}"
+
+    rows = []
+    ckpt, info = train_lucidmt(prep, run, a)
+    tr = Translator.load(ckpt, device=a.device)
+    hyps = tr.translate(test.src, beam_size=info["beam"], length_penalty=info["length_penalty"])
+    (run / "test_2016_flickr.hyp.de").write_text("\n".join(hyps) + "\n", encoding="utf-8")
+    s = score(hyps, test.tgt, "de")
+    rows.append(("lucidmt " + a.preset, info, s))
+    if not a.skip_peer:
+        model, pinfo = train_hf(prep, a)
+        hyps = hf_translate(model, Prepared(prep).tokenizer, test.src, a.device)
+        rows.append(("HF MarianMTModel " + a.preset, pinfo, score(hyps, test.tgt, "de")))
+
+    print(f"\nMulti30k en-de, test_2016_flickr (1,000 sentences), {hardware()}, budget {a.minutes:g} min of training\n")
+    print("| system | train min | steps | checkpoint | beam / lp | sacreBLEU | chrF | tok. BLEU (lc) |")
+    print("|---|---:|---:|---|---|---:|---:|---:|")
+    for name, i, sc in rows:
+        print(
+            f"| {name} | {i['train_minutes']:.1f} | {i['steps']:,} | {i.get('checkpoint', 'last')} | "
+            f"{i['beam']} / {i['length_penalty']} | {sc.bleu:.2f} | {sc.chrf:.2f} | {sc.tok_bleu:.2f} |"
+        )
+    if len(rows) == 2:
+        print(f"\nsacreBLEU difference: {rows[0][2].bleu - rows[1][2].bleu:+.2f}")
+    print(
+        f"\nsignatures: BLEU `{rows[0][2].bleu_signature}`, chrF `{rows[0][2].chrf_signature}`, "
+        f"tokenised `{rows[0][2].tok_bleu_signature}`"
+    )
+    summary = {"rows": [{"system": n, **i, **sc.to_dict()} for n, i, sc in rows], "machine": platform.node()}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+
+
+if __name__ == "__main__":
+    main()
