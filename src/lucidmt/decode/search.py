@@ -269,14 +269,7 @@ def beam_search(scorer: Scorer, src: Tensor, opts: DecodeOptions, max_positions:
         # finish: end-of-sentence candidates ranked among the first K
         ended = is_eos & (rank < K) & (top_scores > float("-inf"))
         if bool(ended.any()):
-            penalty = ((5.0 + t + 1) / 6.0) ** opts.length_penalty
-            for i, j in ended.nonzero().tolist():
-                row, sent = i * K + int(beam[i, j]), int(alive[i])
-                s = float(top_scores[i, j])
-                lps = tok_lps[row].tolist() + [s - float(scores[i, beam[i, j]])]
-                finished[sent].append(Hyp(tokens[row].tolist(), s / penalty, s, lps))
-                n_finished[sent] += 1
-                best_finished[sent] = max(float(best_finished[sent]), s / penalty)
+            _finish(ended, beam, top_scores, scores, tokens, tok_lps, alive, t, opts, finished, n_finished, best_finished)
 
         # continue: the K best candidates that are not end-of-sentence
         cont_scores, sel = top_scores.masked_fill(is_eos, float("-inf")).topk(K, dim=1)  # (b, K)
@@ -300,6 +293,27 @@ def beam_search(scorer: Scorer, src: Tensor, opts: DecodeOptions, max_positions:
             if alive.numel():
                 state.select(keep_rows)
     return [sorted(f, key=lambda h: -h.score)[: opts.n_best] for f in finished]
+
+
+def _finish(ended, beam, top_scores, scores, tokens, tok_lps, alive, t, opts, finished, n_finished, best_finished):
+    """Record the end-of-sentence candidates flagged in `ended` (b, 2K) as finished hypotheses: the bookkeeping
+    is tensor ops, and one `tolist` per step brings the new hypotheses to Python."""
+    K = scores.size(1)
+    i, j = ended.nonzero(as_tuple=True)
+    parent = beam[i, j]
+    rows = i * K + parent
+    total = top_scores[i, j]  # (n,) log-probability, eos included
+    last_lp = total - scores[i, parent]
+    penalty = ((5.0 + t + 1) / 6.0) ** opts.length_penalty
+    normed = total.double() / penalty  # as Python would compute it: float32 score, float64 division
+    sents = alive[i]
+    n_finished.index_add_(0, sents, torch.ones_like(sents))
+    best_finished.scatter_reduce_(0, sents, normed.to(best_finished.dtype), reduce="amax")
+    lps = torch.cat([tok_lps[rows], last_lp[:, None]], dim=1).tolist()
+    for sent, toks, lp, s, ns in zip(
+        sents.tolist(), tokens[rows].tolist(), lps, total.tolist(), normed.tolist(), strict=True
+    ):
+        finished[sent].append(Hyp(toks, ns, s, lp))
 
 
 def search(scorer: Scorer, src: Tensor, opts: DecodeOptions, max_positions: int) -> list[list[Hyp]]:
