@@ -250,9 +250,7 @@ def beam_search(scorer: Scorer, src: Tensor, opts: DecodeOptions, max_positions:
     tokens = torch.zeros(B * K, 0, dtype=torch.long, device=dev)  # (b*K, t)
     tok_lps = torch.zeros(B * K, 0, device=dev)
     last = torch.full((B * K,), scorer.bos_id, dtype=torch.long, device=dev)
-    finished: list[list[Hyp]] = [[] for _ in range(B)]
-    n_finished = torch.zeros(B, dtype=torch.long, device=dev)
-    best_finished = torch.full((B,), float("-inf"), device=dev)
+    fin = _Finished(B, dev)
     lp_max = ((5.0 + max_len.float()) / 6.0) ** opts.length_penalty  # (B,) largest possible length penalty
     rank = torch.arange(2 * K, device=dev)
     t = 0
@@ -269,7 +267,8 @@ def beam_search(scorer: Scorer, src: Tensor, opts: DecodeOptions, max_positions:
         # finish: end-of-sentence candidates ranked among the first K
         ended = is_eos & (rank < K) & (top_scores > float("-inf"))
         if bool(ended.any()):
-            _finish(ended, beam, top_scores, scores, tokens, tok_lps, alive, t, opts, finished, n_finished, best_finished)
+            penalty = ((5.0 + t + 1) / 6.0) ** opts.length_penalty
+            fin.add(ended, beam, top_scores, scores, tokens, tok_lps, alive, penalty)
 
         # continue: the K best candidates that are not end-of-sentence
         cont_scores, sel = top_scores.masked_fill(is_eos, float("-inf")).topk(K, dim=1)  # (b, K)
@@ -284,7 +283,7 @@ def beam_search(scorer: Scorer, src: Tensor, opts: DecodeOptions, max_positions:
 
         # a sentence is done when no live beam can beat its best finished hypothesis
         bound = scores.max(dim=1).values / lp_max[alive]
-        done = (n_finished[alive] >= opts.n_best) & (best_finished[alive] >= bound)
+        done = (fin.count[alive] >= opts.n_best) & (fin.best[alive] >= bound)
         if bool(done.any()):
             keep = (~done).nonzero()[:, 0]
             keep_rows = (keep[:, None] * K + torch.arange(K, device=dev)).view(-1)
@@ -292,28 +291,35 @@ def beam_search(scorer: Scorer, src: Tensor, opts: DecodeOptions, max_positions:
             tokens, tok_lps, last = tokens[keep_rows], tok_lps[keep_rows], last[keep_rows]
             if alive.numel():
                 state.select(keep_rows)
-    return [sorted(f, key=lambda h: -h.score)[: opts.n_best] for f in finished]
+    return [sorted(f, key=lambda h: -h.score)[: opts.n_best] for f in fin.hyps]
 
 
-def _finish(ended, beam, top_scores, scores, tokens, tok_lps, alive, t, opts, finished, n_finished, best_finished):
-    """Record the end-of-sentence candidates flagged in `ended` (b, 2K) as finished hypotheses: the bookkeeping
-    is tensor ops, and one `tolist` per step brings the new hypotheses to Python."""
-    K = scores.size(1)
-    i, j = ended.nonzero(as_tuple=True)
-    parent = beam[i, j]
-    rows = i * K + parent
-    total = top_scores[i, j]  # (n,) log-probability, eos included
-    last_lp = total - scores[i, parent]
-    penalty = ((5.0 + t + 1) / 6.0) ** opts.length_penalty
-    normed = total.double() / penalty  # as Python would compute it: float32 score, float64 division
-    sents = alive[i]
-    n_finished.index_add_(0, sents, torch.ones_like(sents))
-    best_finished.scatter_reduce_(0, sents, normed.to(best_finished.dtype), reduce="amax")
-    lps = torch.cat([tok_lps[rows], last_lp[:, None]], dim=1).tolist()
-    for sent, toks, lp, s, ns in zip(
-        sents.tolist(), tokens[rows].tolist(), lps, total.tolist(), normed.tolist(), strict=True
-    ):
-        finished[sent].append(Hyp(toks, ns, s, lp))
+class _Finished:
+    """Finished hypotheses of every sentence, with their count and best score as tensors for the stopping test."""
+
+    def __init__(self, B: int, device: torch.device):
+        self.hyps: list[list[Hyp]] = [[] for _ in range(B)]
+        self.count = torch.zeros(B, dtype=torch.long, device=device)
+        self.best = torch.full((B,), float("-inf"), device=device)
+
+    def add(self, ended, beam, top_scores, scores, tokens, tok_lps, alive, penalty: float) -> None:
+        """Record the end-of-sentence candidates flagged in `ended` (b, 2K): the bookkeeping is tensor ops, and one
+        `tolist` per step brings the new hypotheses to Python."""
+        K = scores.size(1)
+        i, j = ended.nonzero(as_tuple=True)
+        parent = beam[i, j]
+        rows = i * K + parent
+        total = top_scores[i, j]  # (n,) log-probability, eos included
+        last_lp = total - scores[i, parent]
+        normed = total.double() / penalty  # float32 score, float64 division, as the reference loop computed it
+        sents = alive[i]
+        self.count.index_add_(0, sents, torch.ones_like(sents))
+        self.best.scatter_reduce_(0, sents, normed.to(self.best.dtype), reduce="amax")
+        lps = torch.cat([tok_lps[rows], last_lp[:, None]], dim=1).tolist()
+        for sent, toks, lp, s, ns in zip(
+            sents.tolist(), tokens[rows].tolist(), lps, total.tolist(), normed.tolist(), strict=True
+        ):
+            self.hyps[sent].append(Hyp(toks, ns, s, lp))
 
 
 def search(scorer: Scorer, src: Tensor, opts: DecodeOptions, max_positions: int) -> list[list[Hyp]]:
