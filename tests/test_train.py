@@ -224,3 +224,10 @@ def test_subword_sampling_is_seeded_and_needs_unigram(prepared, toy_files, tmp_p
     assert [tok.src.decode(x) for x in c] == text  # every sample is a segmentation of the same text
     with pytest.raises(ConfigurationError, match="unigram"):
         Prepared(prepared).tokenizer.sample_src(text, 0.5, np.random.default_rng(1))
+
+
+def test_time_budget_stops_training(prepared, tmp_path):
+    cfg = tiny_config(max_minutes=0.02, valid_every=10_000)  # 1.2 seconds
+    res = train(prepared, tmp_path / "run", cfg, **QUIET)
+    assert res.stopped_by == "max_minutes" and res.steps > 0
+    assert list_checkpoints(tmp_path / "run")  # the end of the budget validates and checkpoints
