@@ -226,15 +226,36 @@ def _add_translate(sub) -> None:
     p.add_argument("--output", "-o", help="output file (default: stdout), written atomically")
     p.add_argument("--nbest", type=int, default=1, help="print N hypotheses per line as 'i ||| text ||| score'")
     p.add_argument("--scores", action="store_true", help="print 'score<TAB>translation'")
+    p.add_argument(
+        "--alignments",
+        action="store_true",
+        help="append '<TAB>' and the Pharaoh word alignment (source-target) from cross-attention (with --nbest: "
+        "a fourth ||| field)",
+    )
+    p.add_argument("--alignment-layer", type=int, help="align with this decoder layer (default: mean of layers)")
     _add_decoding_args(p)
     p.set_defaults(func=cmd_translate)
 
 
-def _format(i: int, tr, nbest: int, scores: bool) -> list[str]:
+def _format(i: int, tr, nbest: int, scores: bool, align=None) -> list[str]:
     if nbest > 1:
+        if align is not None:
+            return [f"{i} ||| {h.text} ||| {h.score:.4f} ||| {align(tr, k)}" for k, h in enumerate(tr.hypotheses)]
         return [f"{i} ||| {h.text} ||| {h.score:.4f}" for h in tr.hypotheses]
     h = tr.hypotheses[0]
-    return [f"{h.score:.4f}\t{h.text}" if scores else h.text]
+    line = f"{h.score:.4f}\t{h.text}" if scores else h.text
+    return [line + "\t" + align(tr, 0) if align is not None else line]
+
+
+def _aligner(a, tr):
+    """None, or a function (Translation, hypothesis index) -> Pharaoh alignment string."""
+    if not getattr(a, "alignments", False):
+        return None
+    from .explain.alignment import hypothesis_alignment
+
+    cfg = tr.config
+    src_lang, tgt_lang = (cfg.data.src_lang, cfg.data.tgt_lang) if cfg is not None else ("", "")
+    return lambda t, k: hypothesis_alignment(t, k, a.alignment_layer, src_lang, tgt_lang)
 
 
 def cmd_translate(a) -> int:
@@ -242,10 +263,14 @@ def cmd_translate(a) -> int:
 
     tr = _load_translator(a)
     opts = _decode_options(a, a.nbest)
+    align = _aligner(a, tr)
+    if align is not None:
+        opts["return_attention"] = a.alignment_layer is None
+        opts["return_attention_layers"] = a.alignment_layer is not None
     if a.input:
         lines = list(iter_lines(a.input))
         results = tr.translate_batch(lines, a.beam, progress=True, **opts)
-        out = [row for i, r in enumerate(results) for row in _format(i, r, a.nbest, a.scores)]
+        out = [row for i, r in enumerate(results) for row in _format(i, r, a.nbest, a.scores, align)]
         if a.output:
             write_lines(a.output, out)
         else:
@@ -260,7 +285,7 @@ def cmd_translate(a) -> int:
     def flush():
         nonlocal idx, buf
         for r in tr.translate_batch(buf, a.beam, **opts):
-            rows = _format(idx, r, a.nbest, a.scores)
+            rows = _format(idx, r, a.nbest, a.scores, align)
             idx += 1
             if a.output:
                 out_rows.extend(rows)

@@ -234,6 +234,13 @@ class Translator:
             out.hypotheses.append(hyp)
         return out
 
+    def explain(self, text: str, target: str | None = None, beam_size: int = 4, **options):
+        """Translate one sentence (or take `target`) and explain it: cross-attention, word alignment, integrated
+        gradients and ALTI+ attributions, token probabilities. See `lucidmt.explain.explain` for the options."""
+        from ..explain import explain
+
+        return explain(self, text, target=target, beam_size=beam_size, **options)
+
 
 def load(path: str | Path, device: str | torch.device | None = None, **kwargs) -> Translator:
     """`lucidmt.load(run_or_checkpoint)`: shorthand for `Translator.load`."""
