@@ -94,7 +94,7 @@ def test_translate_returns_the_memorised_translations_in_order(client, memorised
     assert body["model"] == "best"
     assert body["elapsed_ms"] > 0 and body["decoding"].startswith("beam:4|")
     assert body["batch"]["texts"] == 6 and body["truncated"] == [] and body["nbest"] is None
-    greedy = client.post("/v1/translate", json={"texts": src[:3], "beam_size": 1}).json()
+    greedy = client.post("/v1/translate", json={"texts": src[:3], "beam_size": 1.0}).json()  # JSON's 1.0 is 1
     assert greedy["translations"] == tgt[:3] and greedy["decoding"].startswith("greedy|")
 
 
@@ -141,7 +141,10 @@ def test_info_reports_languages_model_size_engine_and_limits(client, translator)
     info = client.get("/v1/info").json()
     assert (info["source_lang"], info["target_lang"]) == ("en", "de")
     assert info["parameters"] == sum(p.numel() for p in translator.model.parameters() if p.requires_grad)
-    assert info["engine"] == "pytorch" and info["architecture"]["d_model"] == translator.config.model.d_model
+    assert (
+        info["engine"] == getattr(translator, "backend", "pytorch")
+        and info["architecture"]["d_model"] == translator.config.model.d_model
+    )
     assert info["limits"]["max_chars"] == Limits().max_chars and "queue_full" in info["stats"]
 
 
@@ -215,6 +218,7 @@ def test_body_size_is_bounded_by_content_length_and_while_streaming(make_client,
         (b'{"texts": [1, 2]}', "texts[0]: Input should be a valid string"),
         (b'{"texts": ["a"], "beam_size": "4"}', "beam_size: Input should be a valid integer"),
         (b'{"texts": ["a"], "beam_size": 2.5}', "beam_size: Input should be a valid integer"),
+        (b'{"texts": ["a"], "beam_size": true}', "beam_size: Input should be a valid integer"),
         (b'{"texts": ["a"], "sampling": "yes"}', "sampling: Input should be a valid boolean"),
         (b'{"text": ["a"]}', "texts: field required"),
         (b'{"texts": ["a"], "beam": 4}', "beam: unknown field"),
@@ -347,8 +351,8 @@ def test_api_key_is_required_everywhere_but_health_and_the_page(make_client, tra
     monkeypatch.setattr(auth.hmac, "compare_digest", lambda a, b: compared.append(1) or real(a, b))
     _, src, tgt = memorised
     c = make_client(translator, api_key="s3cret-key")
-    for method, path in [("POST", "/v1/translate"), ("POST", "/v1/explain"), ("GET", "/v1/info"),
-                         ("GET", "/openapi.json"), ("GET", "/docs")]:  # fmt: skip
+    protected = ["POST /v1/translate", "POST /v1/explain", "GET /v1/info", "GET /openapi.json", "GET /docs"]
+    for method, path in (x.split() for x in protected):
         r = c.request(method, path, json={"texts": src[:1]} if method == "POST" else None)
         assert r.status_code == 401 and r.json()["error"] == "unauthorized", path
         assert r.headers["www-authenticate"] == "Bearer"
@@ -357,6 +361,9 @@ def test_api_key_is_required_everywhere_but_health_and_the_page(make_client, tra
     ok = c.post("/v1/translate", json={"texts": src[:1]}, headers={"Authorization": "Bearer s3cret-key"})
     assert ok.status_code == 200 and ok.json()["translations"] == tgt[:1]
     assert c.get("/v1/info", headers={"X-API-Key": "s3cret-key"}).status_code == 200
+    schema = c.get("/openapi.json", headers={"X-API-Key": "s3cret-key"}).json()
+    assert set(schema["components"]["securitySchemes"]) == {"bearer", "apiKeyHeader"}
+    assert schema["paths"]["/v1/translate"]["post"]["security"] and "security" not in schema["paths"]["/health"]["get"]
     assert c.get("/health").status_code == 200 and c.get("/").status_code == 200
     assert c.get("/static/app.js").status_code == 200
     assert compared  # the comparison went through hmac.compare_digest

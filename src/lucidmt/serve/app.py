@@ -22,7 +22,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
 from starlette.exceptions import HTTPException
 
 from .. import __version__
@@ -130,25 +130,35 @@ def _valid_unicode(text: str) -> str:
     return text
 
 
+def _integral(value: Any) -> Any:
+    """JSON has one number type: 4.0 is the integer 4 (as JSON Schema says); 4.5, "4" and true stay errors."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+Int = Annotated[int, BeforeValidator(_integral)]
+
+
 def _request_models(limits: Limits) -> tuple[type[BaseModel], type[BaseModel]]:
     Text = Annotated[str, StringConstraints(max_length=limits.max_chars), AfterValidator(_valid_unicode)]
     strict = ConfigDict(strict=True, extra="forbid")
 
     class SearchOptions(BaseModel):
         model_config = strict
-        beam_size: int = Field(4, ge=1, le=limits.max_beam, description="1: greedy")
+        beam_size: Int = Field(4, ge=1, le=limits.max_beam, description="1: greedy")
         length_penalty: float = Field(0.6, ge=0, le=10, description="GNMT alpha")
         max_len_a: float = Field(1.5, ge=0, le=limits.max_len_a, description="output length <= a * source + b")
-        max_len_b: int = Field(10, ge=1, le=limits.max_len_b)
+        max_len_b: Int = Field(10, ge=1, le=limits.max_len_b)
 
     class TranslateRequest(SearchOptions):
         texts: list[Text] = Field(max_length=limits.max_texts, description="raw sentences; empty ones stay empty")
-        n_best: int = Field(1, ge=1, le=limits.max_beam, description="hypotheses per text (<= beam_size)")
+        n_best: Int = Field(1, ge=1, le=limits.max_beam, description="hypotheses per text (<= beam_size)")
         sampling: bool = False
         temperature: float = Field(1.0, gt=0, le=100)
-        top_k: int = Field(0, ge=0, le=1_000_000)
+        top_k: Int = Field(0, ge=0, le=1_000_000)
         top_p: float = Field(1.0, gt=0, le=1)
-        seed: int | None = Field(None, ge=0, le=2**63 - 1)
+        seed: Int | None = Field(None, ge=0, le=2**53 - 1, description="sampling: makes it reproducible")
 
     class ExplainRequest(SearchOptions):
         text: Text = Field(description="one sentence")
@@ -369,7 +379,36 @@ def create_app(
         return FileResponse(STATIC / "index.html", headers=PAGE_HEADERS)
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    if api_key is not None:
+        _declare_api_key(app)
     return app
+
+
+def _declare_api_key(app: FastAPI) -> None:
+    """State the key in the OpenAPI document, so that clients, /docs and fuzzers know which operations need it."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = build()
+            schema.setdefault("components", {})["securitySchemes"] = {
+                "bearer": {"type": "http", "scheme": "bearer"},
+                "apiKeyHeader": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+            }
+            for path, operations in schema["paths"].items():
+                if not is_public(path):
+                    for op in operations.values():
+                        op["security"] = [{"bearer": []}, {"apiKeyHeader": []}]
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def engine_name(translator: Any) -> str:
+    """What decodes: the Translator's `backend` (e.g. native/fp32, ct2/int8) where it has one, else pytorch."""
+    backend = getattr(translator, "backend", None)
+    return str(backend) if isinstance(backend, str) and backend else "pytorch"
 
 
 def _info(translator: Any, name: str, limits: Limits, batcher: Batcher) -> dict[str, Any]:
@@ -396,7 +435,7 @@ def _info(translator: Any, name: str, limits: Limits, batcher: Batcher) -> dict[
         "target_lang": cfg.data.tgt_lang if cfg is not None else None,
         "parameters": parameters,
         "architecture": architecture,
-        "engine": str(getattr(translator, "engine", None) or "pytorch"),
+        "engine": engine_name(translator),
         "device": str(getattr(translator, "device", "cpu")),
         "max_source_subwords": getattr(translator, "max_positions", 0) - 1 or None,
         "version": __version__,
