@@ -133,15 +133,23 @@ def test_page_translates_and_draws_the_heatmap(live_server, memorised, tmp_path)
             confidences = [float(x) for x in words.evaluate_all("els => els.map(e => e.dataset.confidence)")]
             assert all(0.5 < c <= 1 for c in confidences)
             assert words.first.evaluate("e => getComputedStyle(e).backgroundColor") != "rgba(0, 0, 0, 0)"
+            expect(table.locator("td.aligned")).to_have_count(n_tgt - 1)  # one source word per real target word
+
+            # attributions from the explain module: integrated gradients and ALTI+ tables follow the attention
+            page.get_by_label("with attributions (slower)").check()
+            expect(page.locator("table.heatmap")).to_have_count(3)
+            names = page.locator("table.heatmap").evaluate_all("ts => ts.map(t => t.dataset.name)")
+            assert names == ["cross-attention", "integrated gradients", "ALTI+"]
+            shot = tmp_path / "serve.png"
+            page.screenshot(path=str(shot), full_page=True)
+            assert shot.stat().st_size > 10_000
+            page.get_by_label("with attributions (slower)").uncheck()
 
             # keyboard only: Ctrl+Enter translates two lines
             page.locator("#source").fill(f"{src[1]}\n{src[2]}")
             page.locator("#source").press("Control+Enter")
             expect(page.locator("#output p")).to_have_text(tgt[1:3])
             expect(page.locator("table.heatmap")).to_have_count(2)
-            shot = tmp_path / "serve.png"
-            page.screenshot(path=str(shot), full_page=True)
-            assert shot.stat().st_size > 10_000
 
             assert problems == []
 

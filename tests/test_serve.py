@@ -19,7 +19,6 @@ from fastapi.testclient import TestClient  # noqa: E402
 
 from lucidmt.decode.translator import Translator  # noqa: E402
 from lucidmt.serve import Limits, create_app  # noqa: E402
-from lucidmt.serve.views import group_pieces, merge_attention  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -134,7 +133,45 @@ def test_explain_returns_words_confidence_and_a_word_level_heatmap(client, memor
     assert all(len(row) == len(e["source_words"]) for row in heat["values"])
     assert all(abs(sum(row) - 1) < 1e-3 for row in heat["values"])  # each target word's attention sums to 1
     assert len(e["attention"]) == len(e["target_tokens"]) and len(e["attention"][0]) == len(e["source_tokens"])
-    assert e["alignments"] is None and e["attributions"] is None
+    assert e["attributions"] is None and e["methods"] == []
+
+
+def test_explain_alignment_agrees_with_the_explain_module(client, translator, memorised):
+    from lucidmt.explain.alignment import parse_pharaoh, translation_alignment
+
+    _, src, _ = memorised
+    e = client.post("/v1/explain", json={"text": src[3]}).json()
+    expected = translation_alignment(translator.translate_batch([src[3]], 4, return_attention=True)[0])
+    assert e["pharaoh"] == expected and e["pharaoh"]
+    assert sorted(map(tuple, e["alignments"])) == sorted(parse_pharaoh(expected))
+    assert len(e["alignments"]) == len(e["target_words"]) - 1  # every real target word, </s> left out
+
+
+def test_explain_with_attributions(client, memorised):
+    _, src, tgt = memorised
+    r = client.post("/v1/explain", json={"text": src[0], "methods": ["integrated_gradients", "alti"]})
+    assert r.status_code == 200, r.text
+    e = r.json()
+    assert e["translation"] == tgt[0] and e["methods"] == ["integrated_gradients", "alti"]
+    names = [(h["name"], h["signed"]) for h in e["heatmaps"]]
+    assert names == [("cross-attention", False), ("integrated gradients", True), ("ALTI+", False)]
+    rows, cols = len(e["target_words"]), len(e["source_words"])
+    assert all(len(h["values"]) == rows and all(len(v) == cols for v in h["values"]) for h in e["heatmaps"])
+    ig = e["attributions"]["integrated_gradients"]
+    assert len(ig["tokens"]) == len(e["target_tokens"]) and len(ig["delta"]) == len(e["target_tokens"])
+    assert all(0 <= x <= 1 + 1e-6 for x in e["attributions"]["alti"]["source_share"])
+    bad = client.post("/v1/explain", json={"text": src[0], "methods": ["lime"]})
+    assert bad.status_code == 422 and bad.json()["message"].startswith("methods[0]:")
+
+
+def test_attributions_need_the_native_model(make_client, translator, memorised):
+    class NoModel(Gated):  # an external engine: it decodes, but there is no PyTorch model to differentiate
+        model = None
+
+    engine = NoModel(translator)
+    engine.release()
+    r = make_client(engine).post("/v1/explain", json={"text": memorised[1][0], "methods": ["alti"]})
+    assert r.status_code == 422 and "native engine" in r.json()["message"]
 
 
 def test_info_reports_languages_model_size_engine_and_limits(client, translator):
@@ -377,16 +414,6 @@ def test_api_key_from_the_environment(monkeypatch):
     assert resolve_api_key("from-cli") == "from-cli"
     monkeypatch.setenv(ENV_VAR, "")
     assert resolve_api_key(None) is None
-
-
-# -- pieces to words ------------------------------------------------------------------------------------------------
-def test_pieces_are_merged_into_words():
-    pieces = ["\u2581A", "\u2581d", "og", "\u2581runs", ".", "</s>"]
-    assert group_pieces(pieces) == [[0], [1, 2], [3, 4], [5]]
-    assert group_pieces(["\u2581我", "喜欢", "书", "。", "</s>"]) == [[0], [1], [2], [3], [4]]  # CJK: each piece
-    att = [[0.5, 0.25, 0.25], [0.1, 0.1, 0.8], [0.3, 0.3, 0.4]]
-    merged = merge_attention(att, [[0, 1], [2]], [[0, 1], [2]])  # rows: mean over pieces; columns: sum
-    assert [x for row in merged for x in row] == pytest.approx([0.475, 0.525, 0.6, 0.4])
 
 
 # -- CLI ------------------------------------------------------------------------------------------------------------

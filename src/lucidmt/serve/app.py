@@ -13,10 +13,9 @@ request was not answered within `timeout_s` (the `error` field says which); 500 
 
 import contextlib
 import logging
-import math
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -27,11 +26,11 @@ from starlette.exceptions import HTTPException
 
 from .. import __version__
 from ..decode.search import DecodeOptions
-from ..errors import LucidError
+from ..errors import ConfigurationError, LucidError
 from .auth import is_public, key_matches, presented_key
 from .batching import Batcher, BatchResult, Overloaded
 from .limits import Limits
-from .views import explain_json, translation_json
+from .views import explain_from_explanation, explain_from_translation, nbest_json
 
 log = logging.getLogger("lucidmt")
 STATIC = Path(__file__).resolve().parent / "static"
@@ -84,6 +83,7 @@ class Heatmap(BaseModel):
     name: str
     note: str
     values: list[list[float]] = Field(description="target words (rows) x source words (columns)")
+    signed: bool = Field(description="values may be negative (attributions); otherwise in [0, 1]")
 
 
 class ExplainResponse(BaseModel):
@@ -100,8 +100,10 @@ class ExplainResponse(BaseModel):
     source_words: list[Word]
     target_words: list[Word]
     heatmaps: list[Heatmap]
-    alignments: list[list[int]] | None
-    attributions: Any | None
+    alignments: list[list[int]] | None = Field(description="Pharaoh pairs [source word, target word], </s> left out")
+    pharaoh: str | None
+    attributions: dict[str, Any] | None = Field(description="raw attribution data, when `methods` asked for it")
+    methods: list[str]
     model: str
     elapsed_ms: float
     decoding: str
@@ -140,6 +142,9 @@ def _integral(value: Any) -> Any:
 Int = Annotated[int, BeforeValidator(_integral)]
 
 
+Method = Literal["integrated_gradients", "alti"]
+
+
 def _request_models(limits: Limits) -> tuple[type[BaseModel], type[BaseModel]]:
     Text = Annotated[str, StringConstraints(max_length=limits.max_chars), AfterValidator(_valid_unicode)]
     strict = ConfigDict(strict=True, extra="forbid")
@@ -162,6 +167,12 @@ def _request_models(limits: Limits) -> tuple[type[BaseModel], type[BaseModel]]:
 
     class ExplainRequest(SearchOptions):
         text: Text = Field(description="one sentence")
+        methods: list[Method] = Field(
+            [],
+            max_length=2,
+            description="attributions to compute besides attention: integrated_gradients, alti (slower: one "
+            "sentence at a time, tens of forward and backward passes)",
+        )
 
     return TranslateRequest, ExplainRequest
 
@@ -197,11 +208,6 @@ def _validation_message(errors: list[dict]) -> str:
     if len(errors) > 5:
         out.append(f"and {len(errors) - 5} more")
     return "; ".join(out)
-
-
-def _finite(x: float) -> float:
-    """JSON has no infinity: a -inf log-probability becomes a very negative number."""
-    return x if math.isfinite(x) else (-1e30 if x < 0 else (1e30 if x > 0 else 0.0))
 
 
 class _Guard:
@@ -258,6 +264,8 @@ def create_app(
     batcher = Batcher(translator, limits)
     name = model_name or Path(getattr(translator, "source", "") or "model").name
     TranslateRequest, ExplainRequest = _request_models(limits)
+    cfg = getattr(translator, "config", None)
+    langs = (cfg.data.src_lang, cfg.data.tgt_lang) if cfg is not None else ("", "")
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -345,20 +353,26 @@ def create_app(
             batch=batch_info(result),
         )
         if req.n_best > 1:
-            body["nbest"] = [translation_json(t, req.n_best, _finite) for t in out]
+            body["nbest"] = [nbest_json(t, req.n_best) for t in out]
         return body
 
     unsupported = {501: {"model": ErrorResponse, "description": "the engine cannot return attention"}}
 
     @app.post("/v1/explain", response_model=ExplainResponse, responses={**ERRORS, **unsupported}, tags=["translation"])
     async def explain(req: ExplainRequest, request: Request):  # type: ignore[valid-type]
-        """Translate one sentence and return its words, per-word confidence and word-level cross-attention."""
-        opts, signature = decode_options(req, {"text"})
-        result = await batcher.submit([req.text], opts, explain=True)
-        body = explain_json(result.translations[0])
-        body["score"] = _finite(body["score"])
-        body["token_confidence"] = [_finite(c) for c in body["token_confidence"]]
-        return {**body, "model": name, "elapsed_ms": elapsed_ms(request), "decoding": signature}
+        """Translate one sentence: its words, per-word confidence, word-level cross-attention and alignment, and
+        on request attributions (integrated gradients, ALTI+) from `lucidmt.explain`."""
+        opts, signature = decode_options(req, {"text", "methods"})
+        methods = list(dict.fromkeys(req.methods))
+        if methods and req.text.strip():
+            if getattr(translator, "model", None) is None or not hasattr(translator, "explain"):
+                raise ConfigurationError("attributions need the native engine (this server decodes with another)")
+            result = await batcher.submit([req.text], {**opts, "methods": methods}, mode="analyse")
+            body = explain_from_explanation(result.translations[0])
+        else:
+            result = await batcher.submit([req.text], opts, mode="attention")
+            body = explain_from_translation(result.translations[0], *langs)
+        return {**body, "methods": methods, "model": name, "elapsed_ms": elapsed_ms(request), "decoding": signature}
 
     @app.get("/v1/info", tags=["service"])
     async def info() -> dict[str, Any]:

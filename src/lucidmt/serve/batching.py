@@ -61,7 +61,7 @@ _ids = itertools.count()
 class _Job:
     texts: list[str]
     options: dict[str, Any]
-    explain: bool
+    mode: str  # translate | attention (translate_batch with attention) | analyse (Translator.explain, one text)
     tokens: int
     enqueued: float
     key: tuple = ()
@@ -69,9 +69,11 @@ class _Job:
     future: concurrent.futures.Future = field(default_factory=concurrent.futures.Future)
 
     def __post_init__(self) -> None:
-        opts = tuple(sorted(self.options.items()))
-        # sampling draws from one generator per call: a seeded request must not share it with strangers
-        self.key = (self.explain, opts, next(_ids) if self.options.get("sampling") else None)
+        opts = tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in self.options.items()))
+        # sampling draws from one generator per call: a seeded request must not share it with strangers;
+        # an analysis (attributions) is one sentence's own computation
+        alone = self.options.get("sampling") or self.mode == "analyse"
+        self.key = (self.mode, opts, next(_ids) if alone else None)
 
 
 class Batcher:
@@ -128,9 +130,12 @@ class Batcher:
 
     # -- front (event loop) -----------------------------------------------------------------------------------
     async def submit(
-        self, texts: list[str], options: dict[str, Any], explain: bool = False, timeout: float | None = None
+        self, texts: list[str], options: dict[str, Any], mode: str = "translate", timeout: float | None = None
     ) -> BatchResult:
         """Queue `texts` for translation with decoding `options` (DecodeOptions fields, beam_size included).
+
+        `mode`: "translate"; "attention" (the same, with cross-attention); "analyse" (`Translator.explain` on
+        each text, with `options["methods"]` as its attribution methods; never batched).
 
         Raises `Overloaded` when the queue is full, the server stops, or `timeout` (default `Limits.timeout_s`)
         passes first; errors of the model call itself (e.g. ConfigurationError) are raised as they are.
@@ -138,7 +143,9 @@ class Batcher:
         if not self.alive and not self._stopping:
             self.start()  # an app used without its lifespan (mounted elsewhere) still works
         tokens = sum(self.count_tokens(t) for t in texts)
-        job = _Job(list(texts), dict(options), explain, tokens, time.monotonic())
+        if mode not in ("translate", "attention", "analyse"):
+            raise ValueError(f"unknown mode {mode!r}")
+        job = _Job(list(texts), dict(options), mode, tokens, time.monotonic())
         with self._cond:
             if self._stopping:
                 raise Overloaded("shutting_down", 5, "the server is shutting down")
@@ -224,9 +231,14 @@ class Batcher:
         texts = [t for j in jobs for t in j.texts]
         opts = dict(jobs[0].options)
         beam = opts.pop("beam_size", 4)
+        mode = jobs[0].mode
         start = time.monotonic()
         try:
-            out = self.translator.translate_batch(texts, beam, return_attention=jobs[0].explain, **opts)
+            if mode == "analyse":
+                methods = tuple(opts.pop("methods", ()))
+                out = [self.translator.explain(t, beam_size=beam, methods=methods, **opts) for t in texts]
+            else:
+                out = self.translator.translate_batch(texts, beam, return_attention=mode == "attention", **opts)
         except Exception as exc:  # handed to every waiting request; the worker lives on
             self.stats["errors"] += 1
             if not _is_user_error(exc):

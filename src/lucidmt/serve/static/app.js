@@ -1,10 +1,12 @@
 // lucidmt web page: plain JavaScript, no build step, nothing loaded from elsewhere.
 // Talks to /v1/info, /v1/translate and /v1/explain; draws every matrix listed in an explain answer's `heatmaps`
-// (rows: target words, columns: source words) and outlines `alignments` when an analysis provides them.
+// (rows: target words, columns: source words; attention, and attributions when asked for) and outlines the
+// word alignment (`alignments`: Pharaoh pairs [source word, target word]).
 "use strict";
 
 const $ = (id) => document.getElementById(id);
 const form = $("form"), source = $("source"), beam = $("beam"), toggle = $("show-explain");
+const attributions = $("with-attributions");
 const button = $("translate"), statusBox = $("status"), output = $("output"), timing = $("timing");
 const explainSection = $("explain"), explanations = $("explanations"), keyInput = $("api-key");
 const MAX_EXPLAIN = 10; // sentences explained per click; each is one /v1/explain request (batched by the server)
@@ -114,8 +116,10 @@ function confidenceColour(p) {
   return `hsl(${hue.toFixed(0)}, 75%, 85%)`;
 }
 
-function attentionColour(v) {
-  return `rgba(31, 95, 191, ${Math.max(0.03, Math.min(1, v)).toFixed(3)})`;
+function cellColour(v, scale) {
+  // blue for weight (or a positive attribution), red for a negative attribution; scale maps the largest to 1
+  const a = Math.max(0.03, Math.min(1, Math.abs(v) / scale)).toFixed(3);
+  return v < 0 ? `rgba(191, 48, 31, ${a})` : `rgba(31, 95, 191, ${a})`;
 }
 
 function el(tag, props, ...children) {
@@ -142,10 +146,13 @@ function drawTarget(words) {
 }
 
 function drawHeatmap(map, rows, cols, alignments) {
-  const aligned = new Set((alignments || []).map(([t, s]) => `${t},${s}`));
+  const aligned = new Set((alignments || []).map(([s, t]) => `${t},${s}`));
+  const largest = Math.max(1e-9, ...map.values.flat().map(Math.abs));
+  const scale = map.signed ? largest : 1;
   const table = el("table", { className: "heatmap" });
   table.dataset.name = map.name;
-  table.append(el("caption", {}, `${map.name}: ${map.note}`));
+  const unit = map.signed ? "" : " (percent)";
+  table.append(el("caption", {}, `${map.name}${unit}: ${map.note}`));
   const head = el("tr", {}, el("th", { scope: "col" }, el("span", { className: "sr-only" }, "target \\ source")));
   for (const c of cols) head.append(el("th", { scope: "col" }, c.text));
   table.append(el("thead", {}, head));
@@ -153,10 +160,11 @@ function drawHeatmap(map, rows, cols, alignments) {
   map.values.forEach((row, i) => {
     const tr = el("tr", {}, el("th", { scope: "row" }, rows[i] ? rows[i].text : String(i)));
     row.forEach((v, j) => {
-      const pct = Math.round(v * 100);
-      const td = el("td", { title: `${rows[i] && rows[i].text} → ${cols[j] && cols[j].text}: ${pct}%` }, String(pct));
-      td.style.background = attentionColour(v);
-      if (v > 0.5) td.classList.add("dark");
+      const shown = map.signed ? (Math.abs(v) < 0.005 ? 0 : v).toFixed(2) : String(Math.round(v * 100));
+      const label = `${rows[i] && rows[i].text} → ${cols[j] && cols[j].text}: ${map.signed ? shown : shown + "%"}`;
+      const td = el("td", { title: label }, shown);
+      td.style.background = cellColour(v, scale);
+      if (Math.abs(v) / scale > 0.5) td.classList.add("dark");
       if (aligned.has(`${i},${j}`)) td.classList.add("aligned");
       tr.append(td);
     });
@@ -172,6 +180,9 @@ function drawExplanation(result) {
   box.append(drawTarget(result.target_words));
   for (const map of result.heatmaps || []) {
     box.append(drawHeatmap(map, result.target_words, result.source_words, result.alignments));
+  }
+  if (result.pharaoh) {
+    box.append(el("p", { className: "muted alignment" }, `Word alignment (outlined cells): ${result.pharaoh}`));
   }
   return box;
 }
@@ -202,7 +213,10 @@ async function translate() {
   try {
     if (toggle.checked) {
       const todo = lines.filter((l) => l).slice(0, MAX_EXPLAIN);
-      const results = await Promise.all(todo.map((text) => api("/v1/explain", { text, beam_size: beamSize })));
+      const methods = attributions.checked ? ["integrated_gradients", "alti"] : [];
+      const results = await Promise.all(
+        todo.map((text) => api("/v1/explain", { text, beam_size: beamSize, methods })),
+      );
       showTranslations(results.map((r) => r.translation));
       explanations.replaceChildren(...results.map(drawExplanation));
       explainSection.hidden = false;
@@ -237,8 +251,13 @@ source.addEventListener("keydown", (event) => {
   }
 });
 toggle.addEventListener("change", () => {
+  attributions.disabled = !toggle.checked;
   if (!toggle.checked) explainSection.hidden = true;
   else if (output.childElementCount) translate();
 });
+attributions.addEventListener("change", () => {
+  if (toggle.checked && output.childElementCount) translate();
+});
+attributions.disabled = !toggle.checked;
 
 loadInfo();
