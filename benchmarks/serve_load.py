@@ -3,12 +3,13 @@
     python benchmarks/serve_load.py                               # clients 1 8 32 64, 20 s per level
     python benchmarks/serve_load.py --seconds 3 --warmup 1 --clients 1 32      # a short check
 
-The server is a `lucidmt serve` subprocess, started once per batching mode; the clients are asyncio tasks with
-httpx in this process. Each client sends one request at a time (`--texts-per-request` sentences, taken in turn from
-`--sentences`) and sends the next as soon as the answer arrives; after a 503 it waits for Retry-After, as a polite
-client does. Each level runs `--warmup` seconds unrecorded, then `--seconds` recorded; requests still in flight at
-the end are awaited and counted. Latency is from sending the request to reading the answer. The server's queue is
-bounded by `--server-max-queue` texts (32 by default, so that 64 clients are past capacity and see 503s).
+Each batching mode has its own `lucidmt serve` subprocess (both start first; each level runs on one, then the
+other); the clients are asyncio tasks with httpx in this process. Each client sends one request at a time
+(`--texts-per-request` sentences, taken in turn from `--sentences`) and the next as soon as the answer arrives;
+after a 503 it waits for Retry-After, as a polite client does. Each level runs `--warmup` seconds unrecorded, then
+`--seconds` recorded; requests still in flight at the end are awaited and counted. Latency is from sending the
+request to reading the answer. The server's queue is bounded by `--server-max-queue` texts (32 by default, so that
+64 clients are past capacity and see 503s).
 Client and server share this machine's cores, as they would on a one-box deployment.
 """
 
@@ -167,17 +168,20 @@ def main() -> None:
     out_dir = ROOT / "work" / "serve"
     out_dir.mkdir(parents=True, exist_ok=True)
 
+    servers = {}
     rows = []
-    info = None
-    for mode in args.modes:
-        port = free_port()
-        url = f"http://127.0.0.1:{port}"
-        log_path = out_dir / f"serve_load-{mode}.log"
-        proc = start_server(args, mode == "on", port, log_path)
-        try:
+    try:
+        # both servers run side by side and the levels alternate between them, so that noise from other work on
+        # the machine falls on both modes alike (an idle server costs nothing)
+        for mode in args.modes:
+            port = free_port()
+            log_path = out_dir / f"serve_load-{mode}.log"
+            servers[mode] = (f"http://127.0.0.1:{port}", start_server(args, mode == "on", port, log_path), log_path)
+        for url, proc, log_path in servers.values():
             wait_healthy(httpx, url, proc, log_path)
-            info = httpx.get(url + "/v1/info", timeout=10).json()
-            for n in args.clients:
+        info = httpx.get(next(iter(servers.values()))[0] + "/v1/info", timeout=10).json()
+        for n in args.clients:
+            for mode, (url, _, _) in servers.items():
                 row = asyncio.run(run_level(httpx, url, n, args, sentences))
                 row["mode"] = mode
                 rows.append(row)
@@ -187,14 +191,15 @@ def main() -> None:
                     file=sys.stderr,
                     flush=True,
                 )
-        finally:
+    finally:
+        for _, proc, _ in servers.values():
             proc.terminate()
             try:
                 proc.wait(30)
             except subprocess.TimeoutExpired:
                 proc.kill()
 
-    params = info["parameters"] if info else None
+    params = info["parameters"]
     print(
         f"\n`lucidmt serve` under load: {args.model} ({info['source_lang']}->{info['target_lang']}, "
         f"{params / 1e6:.1f}M parameters, engine {info['engine']}), beam {args.beam}, "
@@ -211,10 +216,11 @@ def main() -> None:
             f"{r['p99']:.0f} | {r['per_batch']:.1f} | {r['ok']} | {errs} |"
         )
     by = {(r["clients"], r["mode"]): r for r in rows}
+    print()
     for n in args.clients:
         if (n, "on") in by and (n, "off") in by and by[(n, "off")]["req_s"] > 0:
             ratio = by[(n, "on")]["req_s"] / by[(n, "off")]["req_s"]
-            print(f"\n{n} clients: batching on / off (one request per model call) = {ratio:.2f}x requests/s")
+            print(f"{n} clients: batching on / off (one request per model call) = {ratio:.2f}x requests/s")
     if (32, "on") in by and (1, "off") in by and by[(1, "off")]["req_s"] > 0:
         ratio = by[(32, "on")]["req_s"] / by[(1, "off")]["req_s"]
         print(f"32 clients with batching / 1 client one request at a time = {ratio:.2f}x requests/s")

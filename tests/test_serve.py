@@ -435,6 +435,7 @@ def test_cli_passes_engine_and_limits_through(monkeypatch, memorised):
     assert main(["serve", run, "--port", "8123", "--max-chars", "50", "--no-batching"]) == 0
     assert seen["load"] == {}  # nothing the Translator may not know
     assert seen["run"]["host"] == "127.0.0.1" and seen["run"]["port"] == 8123
+    assert seen["run"]["timeout_keep_alive"] > 60  # longer than any Retry-After the server gives
     limits = seen["app"].state.limits
     assert limits.max_chars == 50 and limits.batching is False
     assert main(["serve", run, "--engine", "ct2", "--quantize", "int8"]) == 0

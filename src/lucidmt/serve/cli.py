@@ -43,6 +43,13 @@ def add_parsers(sub) -> None:
     b.add_argument("--batch-tokens", type=int, default=_D.batch_tokens, help="source subwords per model call")
     b.add_argument("--max-wait-ms", type=float, default=_D.max_wait_ms, help="how long a batch waits for company")
     b.add_argument("--no-batching", action="store_true", help="one request per model call (for comparison)")
+    p.add_argument(
+        "--keep-alive",
+        type=float,
+        default=65.0,
+        help="seconds an idle connection stays open; above the longest Retry-After (60), so that a client that "
+        "waits as told keeps its connection",
+    )
     p.add_argument("--access-log", action="store_true", help="log every request")
     p.set_defaults(func=cmd_serve)
 
@@ -108,7 +115,7 @@ def cmd_serve(a) -> int:
         log_level="warning",
         access_log=a.access_log,
         limit_concurrency=a.max_connections,
-        timeout_keep_alive=5,
+        timeout_keep_alive=a.keep_alive,
         timeout_graceful_shutdown=5,
     )
     return 0
