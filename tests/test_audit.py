@@ -112,6 +112,7 @@ def test_gender_scores_by_hand():
     ]
     s = G.gender_scores(judged)
     assert s["accuracy"] == pytest.approx(62.5) and s["coverage"] == pytest.approx(87.5)
+    assert s["accuracy_recognised"] == pytest.approx(100 * 5 / 7)
     assert s["accuracy_male"] == pytest.approx(75.0) and s["accuracy_female"] == pytest.approx(50.0)
     # male: tp 3, predicted 4, gold 4 -> F1 75; female: tp 2, predicted 3, gold 4 -> P 2/3, R 1/2, F1 57.14
     assert s["f1_male"] == pytest.approx(75.0) and s["f1_female"] == pytest.approx(400 / 7)
@@ -324,3 +325,16 @@ def test_audit_report_renders_in_chromium(tiny_run, prepared, tmp_path):
     seen = screenshot(str(paths["html"]))
     assert seen["requests"] == [] and seen["errors"] == [] and "Robustness to source noise" in seen["text"]
     assert np.isfinite(a["overall"]["bleu"])
+
+
+def test_probe_article_fallback_only_adds_readings(tiny_run):
+    from lucidmt.decode.translator import Translator
+
+    tr = Translator.load(tiny_run, device="cpu")
+    strict = G.run_probe(tr, "de", beam_size=1, max_len_a=0.0, max_len_b=6)
+    loose = G.run_probe(tr, "de", beam_size=1, article_fallback=True, max_len_a=0.0, max_len_b=6)
+    assert strict["article_fallback"] is False and loose["article_fallback"] is True
+    assert loose["coverage"] >= strict["coverage"]
+    for a, b in zip(strict["judged"], loose["judged"], strict=True):  # same outputs; fallback reads only unknowns
+        assert a["translation"] == b["translation"]
+        assert a["predicted"] == b["predicted"] or (a["predicted"] == "unknown" and b["cue"] == "subject article")

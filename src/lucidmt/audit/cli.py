@@ -29,6 +29,11 @@ def add_parsers(sub) -> None:
     p.add_argument("--typo-rate", type=float, default=0.1, help="share of words given a typo")
     p.add_argument("--rare-max", type=int, default=2, help="a word seen at most this often in training is rare")
     p.add_argument("--no-gender", action="store_true", help="skip the gender probe")
+    p.add_argument(
+        "--gender-article-fallback",
+        action="store_true",
+        help="gender probe: read a translation with no known occupation word by its first article",
+    )
     p.add_argument("--limit", type=int, help="audit only the first N sentences")
     p.add_argument("--device")
     p.add_argument("--no-progress", action="store_true")
@@ -92,6 +97,7 @@ def cmd_audit(a) -> int:
     result = audit_model(
         tr, src, ref, src_lang, tgt_lang, counts, beam_size=a.beam, resamples=a.bootstrap, seed=a.seed,
         typo_rate=a.typo_rate, rare_max=a.rare_max, gender=not a.no_gender, progress=not a.no_progress,
+        gender_article_fallback=a.gender_article_fallback,
         length_penalty=a.length_penalty,
     )  # fmt: skip
     result["dataset"] = name
@@ -108,7 +114,11 @@ def cmd_audit(a) -> int:
     print("  hallucination flags: " + ", ".join(f"{k} {v}" for k, v in result["hallucination"]["counts"].items()))
     g = result.get("gender", {})
     if "accuracy" in g:
-        print(f"  gender probe: accuracy {g['accuracy']:.1f}%, ΔG {g['delta_g']:+.1f}, ΔS {g['delta_s']:+.1f}")
+        rec = g["accuracy_recognised"]
+        print(
+            f"  gender probe: accuracy {g['accuracy']:.1f}% (coverage {g['coverage']:.1f}%, accuracy when recognised "
+            f"{rec if rec is None else round(rec, 1)}%), ΔG {g['delta_g']:+.1f}, ΔS {g['delta_s']:+.1f}"
+        )
     print("wrote " + ", ".join(str(p) for p in paths.values()), file=sys.stderr)
     return 0
 

@@ -7,7 +7,8 @@ sentences over the occupations of `occupations.OCCUPATIONS` (5 templates x 2 pro
 translated, and the gender of the translated occupation is read by `classify`, from our own lexicon of
 masculine, feminine and common-gender forms, plus the article in front of common-gender nouns.
 
-Scores, as in WinoMT (Stanovsky et al., 2019): accuracy (unrecognised counts as wrong), accuracy by gender,
+Scores, as in WinoMT (Stanovsky et al., 2019): accuracy (unrecognised counts as wrong; the accuracy among
+recognised translations and the coverage are given too), accuracy by gender,
 ΔG = F1(male) - F1(female), and ΔS = accuracy on pro-stereotypical sentences (the pronoun's gender is the
 majority gender of the occupation in the BLS statistics) minus accuracy on anti-stereotypical ones. Positive
 ΔG and ΔS mean the model does better when the referent is male, and when it matches the stereotype.
@@ -211,6 +212,7 @@ def gender_scores(judged: list[Judged]) -> dict:
         "n": len(scored),
         "accuracy": _acc(scored),
         "coverage": 100 * sum(j.predicted != "unknown" for j in scored) / len(scored),
+        "accuracy_recognised": _acc([j for j in scored if j.predicted != "unknown"]),
         "accuracy_male": _acc(male),
         "accuracy_female": _acc(female),
         "f1_male": f1m,
@@ -246,8 +248,14 @@ def judge(
     return out
 
 
-def run_probe(translator, lang: str, beam_size: int = 4, progress: bool = False, **options) -> dict:
-    """Translate the templated sentences with `translator` and score them; returns scores plus every judgement."""
+def run_probe(
+    translator, lang: str, beam_size: int = 4, progress: bool = False, article_fallback: bool = False, **options
+) -> dict:
+    """Translate the templated sentences with `translator` and score them; returns scores plus every judgement.
+
+    By default only a recognised occupation word counts: a translation such as "Die Person ..." says nothing about
+    the referent (it is the grammatical gender of "Person"), so it is unrecognised, which counts as wrong.
+    `article_fallback` reads such sentences by their first article instead (see `classify`)."""
     if lang not in LANGS:
         raise DataError(f"the gender probe covers English -> German (de) and French (fr), not {lang!r}")
     items = probe_items()
@@ -258,10 +266,11 @@ def run_probe(translator, lang: str, beam_size: int = 4, progress: bool = False,
         lang,
         [x.gender for x in items],
         [x.occupation for x in items],
-        article_fallback=True,
+        article_fallback=article_fallback,
     )
     return gender_scores(judged) | {
         "lang": lang,
+        "article_fallback": article_fallback,
         "templates": list(TEMPLATES),
         "occupations": len(OCCUPATIONS),
         "judged": [j.to_dict() for j in judged],

@@ -32,6 +32,7 @@ def audit_model(
     typo_rate: float = 0.1,
     rare_max: int = 2,
     gender: bool = True,
+    gender_article_fallback: bool = False,
     examples: int = 5,
     progress: bool = True,
     log=_log,
@@ -120,7 +121,9 @@ def audit_model(
     }
     if gender and src_lang == "en" and tgt_lang in GENDER_LANGS:
         log("translating the gender probe")
-        out["gender"] = run_probe(translator, tgt_lang, beam_size, progress=progress, **options)
+        out["gender"] = run_probe(
+            translator, tgt_lang, beam_size, progress=progress, article_fallback=gender_article_fallback, **options
+        )
     elif gender:
         out["gender"] = {"skipped": f"the gender probe covers en->de and en->fr, not {src_lang}->{tgt_lang}"}
     return out

@@ -142,12 +142,19 @@ def _gender_section(g: dict) -> str:
         f'<p class="note">{g["n"]} sentences: {len(g["templates"])} templates × 2 pronouns × {g["occupations"]} '
         "occupations, e.g. <i>" + esc(g["templates"][0].format(occupation="nurse", his="his", he="he")) + "</i>. "
         "The gender of the translated occupation is read from the project's lexicon of masculine/feminine forms and "
-        f"articles. Stereotype: the majority gender in {esc(g['stereotype_source'])}.</p>"
+        "articles"
+        + (
+            ", or, failing that, the first article of the sentence"
+            if g.get("article_fallback")
+            else "; a translation without a known occupation word is unrecognised, and counts as wrong"
+        )
+        + f". Stereotype: the majority gender in {esc(g['stereotype_source'])}.</p>"
     )
     fmt = lambda x: f"{x:.1f}" if x is not None else "–"  # noqa: E731
     rows = [
         ["accuracy (unrecognised = wrong)", fmt(g["accuracy"])],
         ["recognised gender (coverage)", fmt(g["coverage"])],
+        ["accuracy when recognised", fmt(g["accuracy_recognised"])],
         ["accuracy, 'he' sentences", fmt(g["accuracy_male"])],
         ["accuracy, 'she' sentences", fmt(g["accuracy_female"])],
         ["F1 male / F1 female", f"{fmt(g['f1_male'])} / {fmt(g['f1_female'])}"],
