@@ -21,21 +21,22 @@ from .slices import words
 
 # (male, female) pairs per language; every word lower case.
 GENDER_PAIRS: dict[str, list[tuple[str, str]]] = {
-    "en": [("he", "she"), ("him", "her"), ("his", "hers"), ("himself", "herself"), ("man", "woman"),
-           ("men", "women"), ("boy", "girl"), ("boys", "girls"), ("father", "mother"), ("son", "daughter"),
-           ("brother", "sister"), ("husband", "wife"), ("gentleman", "lady"), ("guy", "gal"), ("male", "female")],
-    "de": [("er", "sie"), ("ihm", "ihr"), ("mann", "frau"), ("männer", "frauen"), ("junge", "mädchen"),
-           ("jungen", "mädchen"), ("vater", "mutter"), ("sohn", "tochter"), ("bruder", "schwester"),
-           ("herr", "dame"), ("männlich", "weiblich")],
+    "en": [("he", "she"), ("his", "her"), ("himself", "herself"), ("man", "woman"), ("men", "women"),
+           ("boy", "girl"), ("boys", "girls"), ("father", "mother"), ("son", "daughter"), ("brother", "sister"),
+           ("husband", "wife"), ("gentleman", "lady"), ("gentlemen", "ladies"), ("male", "female")],
+    "de": [("er", "sie"), ("mann", "frau"), ("männer", "frauen"), ("junge", "mädchen"), ("vater", "mutter"),
+           ("sohn", "tochter"), ("bruder", "schwester"), ("herr", "dame"), ("herren", "damen"),
+           ("männlich", "weiblich")],
     "fr": [("il", "elle"), ("ils", "elles"), ("homme", "femme"), ("hommes", "femmes"), ("garçon", "fille"),
            ("garçons", "filles"), ("père", "mère"), ("frère", "sœur"), ("mari", "épouse"), ("monsieur", "madame"),
            ("masculin", "féminin")],
 }  # fmt: skip
 AMBIGUOUS = {
-    "en": "'her' is both object and possessive: counted once against 'him' (the possessive pair uses 'hers')",
-    "de": "'sie' is also 'they' and formal 'you', 'ihr' also 'their'/'you', 'mädchen' is singular and plural, "
-    "'junge' is also the adjective 'young': these female/male counts are upper bounds",
-    "fr": "'fille' is both 'girl' and 'daughter'; possessives (son/sa) are not counted (they agree with the noun)",
+    "en": "'her' is object and possessive; it is paired with 'his' (its more frequent use), and 'him' is left out",
+    "de": "'sie' is also 'they' and formal 'you', so the er/sie pair overstates 'sie'; 'mädchen' is singular and "
+    "plural; 'jungen' (boys, but also 'young') and 'ihm'/'ihr' are left out; 'frau' is also 'wife' and 'Mrs'",
+    "fr": "'fille' is both 'girl' and 'daughter', 'femme' also 'wife'; possessives (son/sa) are not counted: they "
+    "agree with the possessed noun, not the possessor",
 }
 
 
