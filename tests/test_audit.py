@@ -290,12 +290,12 @@ def test_model_audit_end_to_end(tiny_run, prepared, tmp_path, capsys):
     (tmp_path / "t.en").write_text("\n".join(src) + "\n", encoding="utf-8")
     (tmp_path / "t.de").write_text("\n".join(ref) + "\n", encoding="utf-8")
     args = ["audit", str(tiny_run), "--src", str(tmp_path / "t.en"), "--ref", str(tmp_path / "t.de")]
-    args += ["--out", str(tmp_path / "a.html"), "--beam", "1", "--bootstrap", "200", "--no-progress"]
+    args += ["--out", str(tmp_path / "a.html"), "--beam", "1", "--bootstrap", "200", "--no-progress", "--limit", "10"]
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "BLEU" in out and "gender probe: accuracy" in out
     a = json.loads((tmp_path / "a.json").read_text(encoding="utf-8"))
-    assert a["n"] == 12 and a["slices"][0]["name"] == "all" and a["slices"][0]["n"] == 12
+    assert a["n"] == 10 and a["slices"][0]["name"] == "all" and a["slices"][0]["n"] == 10  # --limit 10 of 12
     assert {s["name"] for s in a["slices"]} >= {"all", "rare words", "numbers", "capitalised names"}
     assert [r["name"] for r in a["robustness"]] == ["typos", "lowercase", "no punctuation"]
     assert set(a["hallucination"]["counts"]) == {"copy", "length ratio", "repetition"}

@@ -204,5 +204,8 @@ def test_cli_explain_and_translate_alignments(reverser, tmp_path, capsys):
     assert rows[:2] == ["dates iris hazel\t2-0 1-1 0-2", "\t"]
     text, links = rows[2].split("\t")
     assert text == "mango lemon kiwi fig" and [t for _, t in parse_pharaoh(links)] == [0, 1, 2, 3]
+    assert main(["explain", str(run), "fig kiwi", "--methods", "alti", "--json", "--out", str(tmp_path / "j")]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["translation"] == "kiwi fig" and set(d["attributions"]) == {"alti"}
     assert main(["explain", str(run), "fig", "--alignment-layer", "9", "--out", str(tmp_path / "x")]) == 1
     assert "lucidmt: error: alignment layer 9" in capsys.readouterr().err
