@@ -164,6 +164,14 @@ def test_explain_with_attributions(client, memorised):
     assert bad.status_code == 422 and bad.json()["message"].startswith("methods[0]:")
 
 
+def test_attributions_are_bounded_by_sentence_length(make_client, translator, memorised):
+    _, src, tgt = memorised
+    c = make_client(translator, Limits(max_attribution_subwords=8))
+    r = c.post("/v1/explain", json={"text": src[0], "methods": ["alti"]})
+    assert r.status_code == 422 and "at most 8 subwords" in r.json()["message"], r.text
+    assert c.post("/v1/explain", json={"text": src[0]}).json()["translation"] == tgt[0]  # attention only: fine
+
+
 def test_attributions_need_the_native_model(make_client, translator, memorised):
     class NoModel(Gated):  # an external engine: it decodes, but there is no PyTorch model to differentiate
         model = None

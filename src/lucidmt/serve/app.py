@@ -367,8 +367,17 @@ def create_app(
         if methods and req.text.strip():
             if getattr(translator, "model", None) is None or not hasattr(translator, "explain"):
                 raise ConfigurationError("attributions need the native engine (this server decodes with another)")
-            result = await batcher.submit([req.text], {**opts, "methods": methods}, mode="analyse")
-            body = explain_from_explanation(result.translations[0])
+            # translate first (batched with others), then attribute that translation: the cost of attributions
+            # grows with both lengths, so they are bounded before the worker is committed to them
+            first = (await batcher.submit([req.text], opts, mode="translate")).translations[0]
+            longest = max(len(first.source_tokens), len(first.best.tokens))
+            if longest > limits.max_attribution_subwords:
+                raise ConfigurationError(
+                    f"methods: attributions are computed for sentences of at most {limits.max_attribution_subwords} "
+                    f"subwords per side; this one has {longest} (ask without methods for attention only)"
+                )
+            job = {**opts, "methods": methods, "target": first.best.text}
+            body = explain_from_explanation((await batcher.submit([req.text], job, mode="analyse")).translations[0])
         else:
             result = await batcher.submit([req.text], opts, mode="attention")
             body = explain_from_translation(result.translations[0], *langs)

@@ -137,7 +137,8 @@ class Batcher:
         """Queue `texts` for translation with decoding `options` (DecodeOptions fields, beam_size included).
 
         `mode`: "translate"; "attention" (the same, with cross-attention); "analyse" (`Translator.explain` on
-        each text, with `options["methods"]` as its attribution methods; never batched).
+        each text, with `options["methods"]` as its attribution methods and `options["target"]` as the
+        translation to explain, None to translate; never batched).
 
         Raises `Overloaded` when the queue is full, the server stops, or `timeout` (default `Limits.timeout_s`)
         passes first; errors of the model call itself (e.g. ConfigurationError) are raised as they are.
@@ -239,8 +240,8 @@ class Batcher:
         start = time.monotonic()
         try:
             if mode == "analyse":
-                methods = tuple(opts.pop("methods", ()))
-                out = [self.translator.explain(t, beam_size=beam, methods=methods, **opts) for t in texts]
+                methods, target = tuple(opts.pop("methods", ())), opts.pop("target", None)
+                out = [self.translator.explain(t, target, beam_size=beam, methods=methods, **opts) for t in texts]
             else:
                 out = self.translator.translate_batch(texts, beam, return_attention=mode == "attention", **opts)
         except Exception as exc:  # handed to every waiting request; the worker lives on

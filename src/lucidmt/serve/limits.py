@@ -14,8 +14,9 @@ class Limits:
     max_texts: int = 64  # texts per request
     max_body_bytes: int = 256 * 1024  # request body, checked on Content-Length and while reading
     max_beam: int = 8  # beam_size and n_best
-    max_len_b: int = 256  # output length limit max_len_a * source + max_len_b stays bounded
-    max_len_a: float = 4.0
+    max_len_b: int = 64  # the output length limit max_len_a * source + max_len_b stays bounded
+    max_len_a: float = 2.0
+    max_attribution_subwords: int = 64  # attributions (integrated gradients, ALTI+): per side, </s> included
     # capacity (violations are the server's: 503 with Retry-After)
     max_queue: int = 1024  # texts waiting for the model worker
     timeout_s: float = 30.0  # from arrival to answer; past it the request is dropped with 503
@@ -25,7 +26,8 @@ class Limits:
     max_wait_ms: float = 10.0  # how long the first request of a batch waits for company
 
     def validate(self) -> None:
-        for name in ("max_chars", "max_texts", "max_body_bytes", "max_beam", "max_queue", "batch_tokens"):
+        names = ("max_chars", "max_texts", "max_body_bytes", "max_beam", "max_queue", "batch_tokens")
+        for name in (*names, "max_attribution_subwords"):
             if getattr(self, name) < 1:
                 raise ConfigurationError(f"serve limit {name} must be >= 1, got {getattr(self, name)}")
         if self.max_texts > self.max_queue:
