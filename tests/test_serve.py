@@ -230,6 +230,7 @@ def test_each_limit_is_enforced_with_a_message_naming_the_field(make_client, tra
         ({"texts": ["a"], "max_len_b": 51}, "max_len_b"),
         ({"texts": ["a"], "top_p": 0}, "top_p"),
         ({"texts": ["a"], "temperature": -1}, "temperature"),
+        ({"texts": ["a"], "sampling": True, "top_p": 2.2250738585e-313}, "top_p"),  # found by schemathesis
     ]
     for body, field in cases:
         r = c.post("/v1/translate", json=body)

@@ -160,9 +160,10 @@ def _request_models(limits: Limits) -> tuple[type[BaseModel], type[BaseModel]]:
         texts: list[Text] = Field(max_length=limits.max_texts, description="raw sentences; empty ones stay empty")
         n_best: Int = Field(1, ge=1, le=limits.max_beam, description="hypotheses per text (<= beam_size)")
         sampling: bool = False
-        temperature: float = Field(1.0, gt=0, le=100)
+        # lower bounds keep sampling away from float32 underflow (a 1e-300 top_p or temperature gives NaNs)
+        temperature: float = Field(1.0, ge=0.01, le=100)
         top_k: Int = Field(0, ge=0, le=1_000_000)
-        top_p: float = Field(1.0, gt=0, le=1)
+        top_p: float = Field(1.0, ge=0.001, le=1)
         seed: Int | None = Field(None, ge=0, le=2**53 - 1, description="sampling: makes it reproducible")
 
     class ExplainRequest(SearchOptions):
