@@ -6,8 +6,8 @@ models on one test set are the same sentences):
 * source length in words, in buckets (default edges 8, 12, 16: 1-8, 9-12, 13-16, 17+ words);
 * rare words: a source word seen at most `rare_max` times (default 2) in the training source text;
 * numbers: a digit, or an English cardinal number word from two to twenty (Multi30k writes "Two men ...");
-* capitalised names: a capitalised word that is not the first word, not "I", and not always capitalised in
-  ordinary use at the start of a sentence (sentence-initial position is where capitals carry no information).
+* capitalised names: a capitalised word (or an acronym) that is not the first word and not "I" (sentence-initial
+  capitals carry no information).
 """
 
 from __future__ import annotations
