@@ -6,7 +6,9 @@ A request joins the queue only if the texts already waiting plus its own fit in 
 refused at once (`Overloaded`, shown as 503 with Retry-After), so the queue can never grow without bound.
 The worker takes the oldest request and every later one with the same decoding options, until `batch_tokens` source
 subwords are gathered or the oldest request has waited `max_wait_ms`; while the model is busy, requests pile up and
-the next batch starts without waiting. When the last model call served a single request and only one is queued,
+the next batch starts without waiting, except that after a call that served several requests the wait also runs
+from the end of that call (the clients it answered tend to send again at once: with 32 such clients this took
+batches from ~16 to ~19 requests). When the last model call served a single request and only one is queued,
 nothing suggests company is coming, so it starts at once (a lone client pays no wait). Requests whose options
 differ wait for a later batch (first come, first served by the oldest request). Sampling requests always run alone,
 so that a seed gives the same output whatever else arrives at the same time. A request that is not answered within
@@ -91,6 +93,7 @@ class Batcher:
         self._stopping = False
         self._rate = 0.0  # texts per second of model time, smoothed; 0 until the first batch
         self._last_batch = 0  # requests in the previous model call
+        self._free_since = 0.0  # when the previous model call ended (time.monotonic)
         self.stats = dict(requests=0, texts=0, batches=0, max_batch_requests=0, queue_full=0, timeouts=0, errors=0)
 
     # -- lifecycle --------------------------------------------------------------------------------------------
@@ -202,7 +205,10 @@ class Batcher:
                 if self._last_batch <= 1 and len(self._queue) == 1:
                     break  # no sign of concurrent clients: a lone client should not wait for company
                 ready = sum(j.tokens for j in self._queue if j.key == head.key)
-                left = head.enqueued + lim.max_wait_ms / 1000 - time.monotonic()
+                # the wait runs from the later of the oldest request's arrival and the end of the previous model
+                # call: the clients just answered by a large batch are likely to send again within it
+                since = max(head.enqueued, self._free_since) if self._last_batch > 1 else head.enqueued
+                left = since + lim.max_wait_ms / 1000 - time.monotonic()
                 if ready >= lim.batch_tokens or left <= 0:
                     break
                 self._cond.wait(left)
@@ -267,6 +273,7 @@ class Batcher:
         s["batches"] += 1
         s["max_batch_requests"] = max(s["max_batch_requests"], len(jobs))
         self._last_batch = len(jobs)
+        self._free_since = time.monotonic()
 
 
 def _is_user_error(exc: Exception) -> bool:
