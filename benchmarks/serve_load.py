@@ -29,7 +29,7 @@ from pathlib import Path
 
 from _common import ROOT, hardware
 
-MODELS = [ROOT / "work" / "models" / "m30k-small", ROOT / "work" / "serve" / "m30k-small"]
+MODELS = [ROOT / "work" / "models" / "m30k-small"]
 SENTENCES = [ROOT / "benchmarks" / "out" / "m30k-en-de" / "valid.src", ROOT / "work" / "m30k-bpe8k" / "valid.src"]
 
 
