@@ -195,7 +195,7 @@ def main() -> None:
     p.add_argument(
         "--model",
         type=Path,
-        help="run or checkpoint folder (default: work/models/m30k-small, else work/serve/m30k-small)",
+        help="run or checkpoint folder (default: work/models/m30k-small)",
     )
     p.add_argument("--sentences", type=Path, help="source sentences, one per line (default: Multi30k valid.src)")
     p.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32, 64])
