@@ -85,8 +85,7 @@ def test_alignment_recovers_the_reversal(reverser):
         gold = {(n - 1 - j, j) for j in range(n)}
         assert len(ex.src_words.real) == n and len(ex.tgt_words.real) == n
         correct += len(set(parse_pharaoh(ex.pharaoh)) & gold)
-        alti = pool(ex.alti, ex.tgt_words, ex.src_words, "mean")[:n, :n]
-        correct_alti += sum(int(alti[j].argmax()) == n - 1 - j for j in range(n))
+        correct_alti += len(set(ex.alignment_by("alti")) & gold)
         total += n
     assert correct / total >= 0.85
     assert correct_alti / total >= 0.85  # ALTI+ contributions point at the same source words
@@ -168,6 +167,9 @@ def test_report_is_self_contained_and_json_is_complete(reverser, tmp_path):
     assert "&lt;q&gt;mango" in page and "</q>" not in page  # user text is escaped (and cannot close the JSON block)
     d = json.loads(paths["json"].read_text(encoding="utf-8"))
     assert d["version"] == 1 and d["alignment"]["pharaoh"] == ex.pharaoh and d["alignment"]["layer"] == -1
+    assert set(d["alignment"]["by_method"]) == {"attention", "alti", "integrated_gradients"}
+    with pytest.raises(ConfigurationError):
+        tr.explain("grape iris", methods=("alti",)).alignment_by("integrated_gradients")
     assert set(d["attributions"]) == {"integrated_gradients", "alti"}
     T, S = len(d["target_tokens"]), len(d["source_tokens"])
     assert np.asarray(d["attention"]["layers"]).shape == (2, 2, T, S)
@@ -197,6 +199,7 @@ def test_cli_explain_and_translate_alignments(reverser, tmp_path, capsys):
     assert main(["explain", str(run), "hazel iris dates", "--out", str(tmp_path / "e"), "--ig-steps", "8"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0] == "dates iris hazel" and out[1] == "alignment: 2-0 1-1 0-2"
+    assert out[2].startswith("alignment (alti): ") and out[3].startswith("alignment (integrated_gradients): ")
     assert (tmp_path / "e.html").exists() and (tmp_path / "e.json").exists() and (tmp_path / "e.png").exists()
     (tmp_path / "in.txt").write_text("hazel iris dates\n\nfig kiwi lemon mango\n", encoding="utf-8")
     assert main(["translate", str(run), "--alignments", "-i", str(tmp_path / "in.txt")]) == 0

@@ -56,6 +56,9 @@ def cmd_explain(a) -> int:
         return 0
     print(ex.translation)
     print(f"alignment: {ex.pharaoh}")
+    for name, links in ex.alignments().items():
+        if name != "attention":
+            print(f"alignment ({name}): {links}")
     low = ex.low_confidence_words()
     print(f"low-confidence words (p < {ex.low_confidence_threshold}): {' '.join(low) if low else 'none'}")
     if ex.alti is not None:

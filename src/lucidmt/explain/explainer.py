@@ -75,6 +75,32 @@ class Explanation:
     def pharaoh(self) -> str:
         return pharaoh(self.alignment)
 
+    def alignment_by(self, method: str = "attention") -> list[tuple[int, int]]:
+        """Hard alignment from cross-attention (the default, as fairseq), or from the argmax of an attribution:
+        `alti` or `integrated_gradients` (these follow the residual streams too, and often align better)."""
+        m = {
+            "attention": self.alignment_attention(),
+            "alti": self.alti,
+            "integrated_gradients": self.integrated_gradients,
+        }
+        if method not in m:
+            from ..errors import ConfigurationError
+
+            raise ConfigurationError(f"unknown alignment method {method!r}; use one of {', '.join(m)}")
+        if m[method] is None:
+            from ..errors import ConfigurationError
+
+            raise ConfigurationError(f"no {method} in this explanation (it was not among the methods computed)")
+        return align(m[method], self.src_words, self.tgt_words)
+
+    def alignments(self) -> dict[str, str]:
+        """Pharaoh alignments by every method this explanation has."""
+        out = {"attention": self.pharaoh}
+        for name, m in (("alti", self.alti), ("integrated_gradients", self.integrated_gradients)):
+            if m is not None:
+                out[name] = pharaoh(self.alignment_by(name))
+        return out
+
     def word_probs(self) -> list[float]:
         """Per target word: product of its pieces' probabilities."""
         lp = np.zeros(len(self.tgt_words.words))
@@ -121,6 +147,7 @@ class Explanation:
                 "pairs": [list(p) for p in self.alignment],
                 "pharaoh": self.pharaoh,
                 "layer": self.alignment_layer,
+                "by_method": self.alignments(),
             },
             "attributions": {},
             "settings": self.settings,

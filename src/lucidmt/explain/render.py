@@ -166,6 +166,14 @@ def html_page(ex: Explanation, png_uri: str | None = None) -> str:
     s = ex.settings
     src_lang, tgt_lang = esc(s.get("src_lang", "")), esc(s.get("tgt_lang", ""))
     layer_note = "" if ex.alignment_layer is None else f"(from layer {ex.alignment_layer})"
+    others = {k: v for k, v in ex.alignments().items() if k != "attention"}
+    other_alignments = (
+        '<p class="note">argmax of the attributions instead of attention: '
+        + "; ".join(f"{esc(k)} <code>{esc(v)}</code>" for k, v in others.items())
+        + "</p>"
+        if others
+        else ""
+    )
     meta = (
         f"model <code>{esc(s.get('model', ''))}</code> · decoding <code>{esc(s.get('decoding', ''))}</code> · "
         f"low confidence: p &lt; {ex.low_confidence_threshold}"
@@ -186,6 +194,7 @@ shaded red by how unlikely they were; a wavy underline marks a word with a piece
 <p>Pharaoh (source-target, 0-based): <code>{esc(ex.pharaoh)}</code>
 {layer_note}</p>
 <p class="note">{esc(links)}</p>
+{other_alignments}
 <h2>Heatmaps</h2>
 {report.img(png_uri, "heatmaps") if png_uri else ""}
 <h2>Tokens</h2>
