@@ -44,6 +44,7 @@ GERMAN = [
     ("Der Angestellte vergaß seine Schlüssel.", "clerk", "male", "article"),  # common gender: the article decides
     ("Die Angestellte vergaß ihre Schlüssel.", "clerk", "female", "article"),
     ("Die Feuerwehrfrau machte Pause.", "firefighter", "female", "noun form"),
+    ("Die Krankenschwestern auf dem Haus.", "nurse", "female", "noun form"),  # plural of a non -in feminine
     ("Ich sah den Architekten.", "architect", "male", "noun form"),  # weak noun, accusative
     ("Sie ist Lehrerin.", None, "female", "noun form"),  # occupation unknown: every occupation is searched
 ]

@@ -41,15 +41,24 @@ class Occupation:
 
 def _de(m: str, f: str, weak: bool = False, extra_m: tuple[str, ...] = (), extra_f: tuple[str, ...] = (),
         common: tuple[str, ...] = ()) -> dict[str, tuple[str, ...]]:  # fmt: skip
-    """German forms: masculine with genitive -s (or the -en/-n of weak nouns: "den Architekten"), feminine with
-    its plural -nen."""
+    """German forms: masculine with genitive -s (or the -en/-n of weak nouns: "den Architekten"), feminine forms
+    with their plurals."""
     m_forms = [m, m + ("n" if m.endswith("e") else "en") if weak else m + "s"]
-    f_forms = [f, f + "nen"] if f.endswith("in") else [f]
     return {
         "m": tuple(x.lower() for x in [*m_forms, *extra_m]),
-        "f": tuple(x.lower() for x in [*f_forms, *extra_f]),
+        "f": tuple(x.lower() for w in [f, *extra_f] for x in (w, _de_plural(w))),
         "c": tuple(x.lower() for x in common),
     }
+
+
+def _de_plural(f: str) -> str:
+    """Plural of a German feminine noun: Ärztin -> Ärztinnen, Krankenschwester -> Krankenschwestern,
+    Feuerwehrfrau -> Feuerwehrfrauen."""
+    if f.endswith("in"):
+        return f + "nen"
+    if f.endswith(("e", "er")):
+        return f + "n"
+    return f + "en"
 
 
 def _fr(m: str, f: str, extra_m: tuple[str, ...] = (), extra_f: tuple[str, ...] = (),
@@ -71,7 +80,7 @@ OCCUPATIONS: tuple[Occupation, ...] = (
         2015,
         _de("Aufseher", "Aufseherin", extra_m=("Vorgesetzter",), common=("Vorgesetzte",)),
         _fr("superviseur", "superviseuse", extra_m=("surveillant",), extra_f=("surveillante",)),
-    ),  # fmt: skip
+    ),
     Occupation("engineer", 10.72, 2015, _de("Ingenieur", "Ingenieurin"), _fr("ingénieur", "ingénieure")),
     Occupation(
         "worker",
@@ -79,14 +88,14 @@ OCCUPATIONS: tuple[Occupation, ...] = (
         2016,
         _de("Arbeiter", "Arbeiterin"),
         _fr("ouvrier", "ouvrière", extra_m=("travailleur",), extra_f=("travailleuse",)),
-    ),  # fmt: skip
+    ),
     Occupation(
         "educator",
         70.8,
         2015,
         _de("Erzieher", "Erzieherin", extra_m=("Pädagoge",), extra_f=("Pädagogin",)),
         _fr("éducateur", "éducatrice"),
-    ),  # fmt: skip
+    ),
     Occupation(
         "clerk",
         69.53,
@@ -99,7 +108,7 @@ OCCUPATIONS: tuple[Occupation, ...] = (
             common=("Angestellte",),
         ),
         _fr("employé", "employée"),
-    ),  # fmt: skip
+    ),
     Occupation("counselor", 66.48, 2015, _de("Berater", "Beraterin"), _fr("conseiller", "conseillère")),
     Occupation(
         "inspector",
@@ -107,7 +116,7 @@ OCCUPATIONS: tuple[Occupation, ...] = (
         2016,
         _de("Inspektor", "Inspektorin", extra_m=("Prüfer",), extra_f=("Prüferin",)),
         _fr("inspecteur", "inspectrice"),
-    ),  # fmt: skip
+    ),
     Occupation("mechanic", 1.8, 2015, _de("Mechaniker", "Mechanikerin"), _fr("mécanicien", "mécanicienne")),
     Occupation(
         "manager",
@@ -115,7 +124,7 @@ OCCUPATIONS: tuple[Occupation, ...] = (
         2015,
         _de("Manager", "Managerin", extra_m=("Leiter", "Geschäftsführer"), extra_f=("Leiterin", "Geschäftsführerin")),
         _fr("directeur", "directrice", common=("gestionnaire", "manager")),
-    ),  # fmt: skip
+    ),
     Occupation(
         "therapist", 76.7, 2015, _de("Therapeut", "Therapeutin", weak=True), _fr("", "", common=("thérapeute",))
     ),
@@ -125,7 +134,7 @@ OCCUPATIONS: tuple[Occupation, ...] = (
         2015,
         _de("Verwalter", "Verwalterin", extra_m=("Administrator",), extra_f=("Administratorin",)),
         _fr("administrateur", "administratrice"),
-    ),  # fmt: skip
+    ),
     Occupation("salesperson", 48.08, 2015, _de("Verkäufer", "Verkäuferin"), _fr("vendeur", "vendeuse")),
     Occupation(
         "receptionist",
@@ -133,27 +142,27 @@ OCCUPATIONS: tuple[Occupation, ...] = (
         2015,
         _de("Rezeptionist", "Rezeptionistin", weak=True, extra_f=("Empfangsdame",)),
         _fr("", "", common=("réceptionniste",)),
-    ),  # fmt: skip
+    ),
     Occupation("librarian", 83.0, 2015, _de("Bibliothekar", "Bibliothekarin"), _fr("", "", common=("bibliothécaire",))),
     Occupation("pharmacist", 57.0, 2015, _de("Apotheker", "Apothekerin"), _fr("pharmacien", "pharmacienne")),
     Occupation("janitor", 34.3, 2015, _de("Hausmeister", "Hausmeisterin"), _fr("", "", common=("concierge",))),
     Occupation(
         "psychologist", 70.3, 2015, _de("Psychologe", "Psychologin", weak=True), _fr("", "", common=("psychologue",))
-    ),  # fmt: skip
+    ),
     Occupation(
         "physician",
         37.9,
         2015,
         _de("Arzt", "Ärztin", extra_m=("Mediziner",), extra_f=("Medizinerin",)),
         _fr("", "doctoresse", extra_m=("docteur",), common=("médecin",)),
-    ),  # fmt: skip
+    ),
     Occupation(
         "carpenter",
         2.07,
         2015,
         _de("Zimmermann", "Zimmerin", extra_m=("Tischler", "Schreiner"), extra_f=("Tischlerin", "Schreinerin")),
         _fr("charpentier", "charpentière", extra_m=("menuisier",), extra_f=("menuisière",)),
-    ),  # fmt: skip
+    ),
     Occupation(
         "nurse",
         89.58,
@@ -165,7 +174,7 @@ OCCUPATIONS: tuple[Occupation, ...] = (
             extra_f=("Krankenschwester", "Pflegerin", "Schwester"),
         ),
         _fr("infirmier", "infirmière"),
-    ),  # fmt: skip
+    ),
     Occupation("investigator", 45.15, 2015, _de("Ermittler", "Ermittlerin"), _fr("enquêteur", "enquêtrice")),
     Occupation(
         "bartender",
@@ -173,7 +182,7 @@ OCCUPATIONS: tuple[Occupation, ...] = (
         2015,
         _de("Barkeeper", "Barkeeperin", extra_m=("Barmann",), extra_f=("Barfrau",)),
         _fr("barman", "barmaid", extra_m=("serveur",), extra_f=("serveuse",)),
-    ),  # fmt: skip
+    ),
     Occupation("electrician", 2.3, 2015, _de("Elektriker", "Elektrikerin"), _fr("électricien", "électricienne")),
     Occupation(
         "officer",
@@ -181,10 +190,10 @@ OCCUPATIONS: tuple[Occupation, ...] = (
         2016,
         _de("Polizist", "Polizistin", weak=True, extra_m=("Beamter", "Offizier"), extra_f=("Beamtin", "Offizierin")),
         _fr("policier", "policière", extra_m=("officier",), extra_f=("officière",)),
-    ),  # fmt: skip
+    ),
     Occupation(
         "pathologist", 97.5, 2016, _de("Pathologe", "Pathologin", weak=True), _fr("", "", common=("pathologiste",))
-    ),  # fmt: skip
+    ),
     Occupation(
         "teacher",
         71.0,
@@ -197,14 +206,14 @@ OCCUPATIONS: tuple[Occupation, ...] = (
             extra_f=("institutrice", "professeure"),
             common=("professeur",),
         ),
-    ),  # fmt: skip
+    ),
     Occupation(
         "lawyer",
         34.5,
         2015,
         _de("Anwalt", "Anwältin", extra_m=("Rechtsanwalt", "Jurist"), extra_f=("Rechtsanwältin", "Juristin")),
         _fr("avocat", "avocate"),
-    ),  # fmt: skip
+    ),
     Occupation("planner", 77.6, 2016, _de("Planer", "Planerin"), _fr("planificateur", "planificatrice")),
     Occupation(
         "plumber",
@@ -212,14 +221,14 @@ OCCUPATIONS: tuple[Occupation, ...] = (
         2015,
         _de("Klempner", "Klempnerin", extra_m=("Installateur",), extra_f=("Installateurin",)),
         _fr("plombier", "plombière"),
-    ),  # fmt: skip
+    ),
     Occupation(
         "instructor",
         62.3,
         2015,
         _de("Ausbilder", "Ausbilderin", extra_m=("Lehrer", "Trainer"), extra_f=("Lehrerin", "Trainerin")),
         _fr("instructeur", "instructrice", extra_m=("moniteur",), extra_f=("monitrice",)),
-    ),  # fmt: skip
+    ),
     Occupation("surgeon", 37.9, 2015, _de("Chirurg", "Chirurgin", weak=True), _fr("chirurgien", "chirurgienne")),
     Occupation("veterinarian", 60.5, 2015, _de("Tierarzt", "Tierärztin"), _fr("", "", common=("vétérinaire",))),
     Occupation(
@@ -228,7 +237,7 @@ OCCUPATIONS: tuple[Occupation, ...] = (
         2015,
         _de("Sanitäter", "Sanitäterin", extra_m=("Rettungssanitäter",), extra_f=("Rettungssanitäterin",)),
         _fr("ambulancier", "ambulancière"),
-    ),  # fmt: skip
+    ),
     Occupation("chemist", 36.1, 2015, _de("Chemiker", "Chemikerin"), _fr("", "", common=("chimiste",))),
     Occupation(
         "machinist",
@@ -236,20 +245,20 @@ OCCUPATIONS: tuple[Occupation, ...] = (
         2015,
         _de("Maschinist", "Maschinistin", weak=True, extra_m=("Maschinenbauer",), extra_f=("Maschinenbauerin",)),
         _fr("", "", common=("machiniste",)),
-    ),  # fmt: skip
+    ),
     Occupation(
         "nutritionist",
         94.6,
         2015,
         _de("Ernährungsberater", "Ernährungsberaterin"),
         _fr("", "", common=("nutritionniste",)),
-    ),  # fmt: skip
+    ),
     Occupation(
         "architect", 20.81, 2015, _de("Architekt", "Architektin", weak=True), _fr("", "", common=("architecte",))
-    ),  # fmt: skip
+    ),
     Occupation(
         "hairdresser", 94.2, 2015, _de("Friseur", "Friseurin", extra_f=("Friseuse",)), _fr("coiffeur", "coiffeuse")
-    ),  # fmt: skip
+    ),
     Occupation("baker", 60.8, 2015, _de("Bäcker", "Bäckerin"), _fr("boulanger", "boulangère")),
     Occupation("programmer", 18.35, 2015, _de("Programmierer", "Programmiererin"), _fr("programmeur", "programmeuse")),
     Occupation(
@@ -258,10 +267,10 @@ OCCUPATIONS: tuple[Occupation, ...] = (
         2015,
         _de("Wissenschaftler", "Wissenschaftlerin", extra_m=("Forscher",), extra_f=("Forscherin",)),
         _fr("chercheur", "chercheuse", common=("scientifique",)),
-    ),  # fmt: skip
+    ),
     Occupation(
         "dispatcher", 56.3, 2015, _de("Disponent", "Disponentin", weak=True), _fr("répartiteur", "répartitrice")
-    ),  # fmt: skip
+    ),
     Occupation("cashier", 72.5, 2015, _de("Kassierer", "Kassiererin"), _fr("caissier", "caissière")),
     Occupation(
         "auditor",
@@ -269,17 +278,17 @@ OCCUPATIONS: tuple[Occupation, ...] = (
         2015,
         _de("Wirtschaftsprüfer", "Wirtschaftsprüferin", extra_m=("Prüfer",), extra_f=("Prüferin",)),
         _fr("auditeur", "auditrice"),
-    ),  # fmt: skip
+    ),
     Occupation(
         "dietitian", 94.6, 2015, _de("Diätassistent", "Diätassistentin", weak=True), _fr("diététicien", "diététicienne")
-    ),  # fmt: skip
+    ),
     Occupation(
         "painter",
         5.7,
         2015,
         _de("Maler", "Malerin", extra_m=("Anstreicher",), extra_f=("Anstreicherin",)),
         _fr("", "", common=("peintre",)),
-    ),  # fmt: skip
+    ),
     Occupation("broker", 55.5, 2015, _de("Makler", "Maklerin"), _fr("courtier", "courtière")),
     Occupation(
         "chef",
@@ -287,21 +296,21 @@ OCCUPATIONS: tuple[Occupation, ...] = (
         2015,
         _de("Koch", "Köchin", extra_m=("Küchenchef",), extra_f=("Küchenchefin",)),
         _fr("cuisinier", "cuisinière", extra_f=("cheffe",), common=("chef",)),
-    ),  # fmt: skip
+    ),
     Occupation(
         "doctor",
         37.9,
         2015,
         _de("Arzt", "Ärztin", extra_m=("Doktor",), extra_f=("Doktorin",)),
         _fr("", "doctoresse", extra_m=("docteur",), common=("médecin",)),
-    ),  # fmt: skip
+    ),
     Occupation(
         "firefighter",
         3.5,
         2016,
-        _de("Feuerwehrmann", "Feuerwehrfrau", extra_m=("Feuerwehrmänner",), extra_f=("Feuerwehrfrauen",)),
+        _de("Feuerwehrmann", "Feuerwehrfrau", extra_m=("Feuerwehrmänner",)),
         _fr("pompier", "pompière"),
-    ),  # fmt: skip
+    ),
     Occupation("secretary", 94.6, 2016, _de("Sekretär", "Sekretärin"), _fr("", "", common=("secrétaire",))),
 )
 
