@@ -195,6 +195,17 @@ def _add_decoding_args(p) -> None:
     p.add_argument("--checkpoints", nargs="+", help="more checkpoints to ensemble with RUN")
     p.add_argument("--batch-size", type=int, default=64, help="most sentences per batch")
     p.add_argument("--batch-tokens", type=int, default=6000, help="token budget per batch (beam rows counted)")
+    p.add_argument(
+        "--engine",
+        choices=["native", "ct2"],
+        default="native",
+        help="ct2: decode with CTranslate2 (RUN may also be a folder from `lucidmt export --to ctranslate2`)",
+    )
+    p.add_argument(
+        "--quantize",
+        choices=["none", "int8", "int16", "bf16", "fp16"],
+        help="int8: int8 linear layers (CPU); bf16/fp16: half-precision weights (CUDA); int16: ct2 only",
+    )
 
 
 def _decode_options(a, n_best: int = 1) -> dict:
@@ -215,7 +226,13 @@ def _load_translator(a):
     from .decode.translator import Translator
 
     return Translator.load(
-        a.run, device=a.device, checkpoints=a.checkpoints, max_batch_size=a.batch_size, max_batch_tokens=a.batch_tokens
+        a.run,
+        device=a.device,
+        checkpoints=a.checkpoints,
+        max_batch_size=a.batch_size,
+        max_batch_tokens=a.batch_tokens,
+        quantize=a.quantize,
+        engine=a.engine,
     )
 
 
@@ -349,7 +366,7 @@ def cmd_evaluate(a) -> int:
     s = score(hyps, data.tgt, tgt_lang)
     from .decode.search import DecodeOptions
 
-    decoding = DecodeOptions(beam_size=a.beam, **_decode_options(a)).signature()
+    decoding = DecodeOptions(beam_size=a.beam, **_decode_options(a)).signature() + f"|engine:{tr.backend}"
     if a.json:
         print(json.dumps(s.to_dict() | {"decoding": decoding, "model": tr.source, "seconds": seconds}, indent=2))
     else:

@@ -69,7 +69,7 @@ class Hyp:
     tokens: list[int]  # without bos and eos
     score: float  # ranking score (length-normalised log-probability for beam search)
     logprob: float  # total log-probability, eos included
-    token_logprobs: list[float]  # one per token, eos included
+    token_logprobs: list[float] | None  # one per token, eos included (None: the engine does not report them)
 
 
 class State(Protocol):

@@ -3,9 +3,13 @@
     tr = Translator.load("runs/m30k")                 # a run folder (its best checkpoint) or a checkpoint
     tr.translate(["A dog runs."])                    # -> ["Ein Hund rennt."]
     tr.translate_batch(texts, beam_size=5, n_best=3, return_attention=True)   # scores, ids, attention
+    Translator.load("runs/m30k", quantize="int8")     # int8 linear layers (CPU); bf16/fp16 on CUDA
+    Translator.load("runs/m30k", engine="ct2")        # decode with CTranslate2 (or load an exported folder)
 
 Sentences are sorted by length and cut into batches by a token budget; outputs come back in input order.
-Empty lines give empty outputs; over-long inputs are truncated with a warning.
+Empty lines give empty outputs; over-long inputs are truncated with a warning. The search runs natively
+(`decode.search` over the model) or in an external engine (`engine.search(source_ids, options)`); everything
+around it (tokenisation, batching, ordering, results) is the same for both.
 """
 
 from __future__ import annotations
@@ -58,16 +62,27 @@ class Translator:
         max_batch_tokens: int = 6000,
         max_batch_size: int = 64,
         scorer_factory=None,
+        engine=None,
     ):
-        self.model = model
+        self.model = model  # None when an external engine decodes
         self.tokenizer = tokenizer
         self.config = config
         self.device = torch.device(device)
         self.max_batch_tokens = max_batch_tokens
         self.max_batch_size = max_batch_size
         self.scorer_factory = scorer_factory or (lambda: ModelScorer(self.model))
-        self.max_positions = model.cfg.max_positions
+        self.engine = engine
+        self.max_positions = model.cfg.max_positions if model is not None else engine.max_positions
         self.source = ""  # where it was loaded from
+
+    @property
+    def backend(self) -> str:
+        """Which engine and precision decode: native/fp32, native/int8, ct2/int8, ... (for signatures)."""
+        if self.engine is not None:
+            return self.engine.name
+        from .quantize import precision
+
+        return f"native/{precision(self.model)}"
 
     @classmethod
     def load(
@@ -75,22 +90,45 @@ class Translator:
         path: str | Path,
         device: str | torch.device | None = None,
         checkpoints: list[str | Path] | None = None,
+        quantize: str | None = None,
+        engine: str = "native",
+        threads: int = 0,
         **kwargs,
     ) -> Translator:
         """Load a run folder (its best checkpoint) or a checkpoint folder.
 
         `checkpoints` adds ensemble members whose log-probabilities are averaged with the first model's.
+        `quantize`: "int8" (dynamic int8 linear layers, CPU), "bf16" or "fp16" (CUDA); None keeps fp32.
+        `engine="ct2"` decodes with CTranslate2: `path` is then a folder from `lucidmt export --to ctranslate2`
+        or a checkpoint, converted on the fly; `quantize` picks CTranslate2's compute type (also "int16"), and
+        `threads` its intra-op threads (0: as many as torch uses). `kwargs` go to the constructor (batching).
         """
+        from ..errors import ConfigurationError
         from ..train.checkpoint import load_checkpoint, resolve_checkpoint
+        from .quantize import for_inference
 
+        if engine == "ct2":
+            if checkpoints:
+                raise ConfigurationError("ensembles (--checkpoints) need the native engine")
+            from ..interop.ctranslate2 import CT2Engine
+
+            eng = CT2Engine.load(path, None if device is None else str(device), quantize, threads)
+            tr = cls(None, eng.tokenizer, eng.config, "cpu", engine=eng, **kwargs)
+            tr.source = eng.source
+            return tr
+        if engine != "native":
+            raise ConfigurationError(f"engine={engine!r}: expected native or ct2")
         device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         folder = resolve_checkpoint(path)
         model, cfg, tok = load_checkpoint(folder, device)
+        model = for_inference(model, quantize)
         factory = None
         if checkpoints:
             from .search import EnsembleScorer
 
-            members = [model] + [load_checkpoint(resolve_checkpoint(p), device)[0] for p in checkpoints]
+            members = [model] + [
+                for_inference(load_checkpoint(resolve_checkpoint(p), device)[0], quantize) for p in checkpoints
+            ]
             factory = lambda: EnsembleScorer([ModelScorer(m) for m in members])
         tr = cls(model, tok, cfg, device, scorer_factory=factory, **kwargs)
         tr.source = str(folder)
@@ -116,6 +154,10 @@ class Translator:
             raise TypeError("translate_batch expects a list of strings, not a string")
         opts = DecodeOptions(beam_size=beam_size, **options)
         opts.validate()
+        if self.engine is not None and (return_attention or return_attention_layers):
+            from ..errors import ConfigurationError
+
+            raise ConfigurationError(f"attention weights need the native engine (this translator uses {self.backend})")
         src_ids, truncated = self._encode_sources(texts)
         results: list[Translation | None] = [None] * len(texts)
         for i, text in enumerate(texts):
@@ -129,11 +171,15 @@ class Translator:
             bar = tqdm(total=len(todo), unit="sent", desc="translate")
         with torch.inference_mode():
             for batch in self._batches(todo, src_ids, opts.beam_size if not opts.sampling else opts.n_best):
-                src = self._pad([src_ids[i] + [self.tokenizer.eos_id] for i in batch])
-                hyps = search(self.scorer_factory(), src, opts, self.max_positions)
+                seqs = [src_ids[i] + [self.tokenizer.eos_id] for i in batch]
                 att = None
-                if return_attention or return_attention_layers:
-                    att = self._attention(src, hyps)
+                if self.engine is not None:
+                    hyps = self.engine.search(seqs, opts)
+                else:
+                    src = self._pad(seqs)
+                    hyps = search(self.scorer_factory(), src, opts, self.max_positions)
+                    if return_attention or return_attention_layers:
+                        att = self._attention(src, hyps)
                 for j, i in enumerate(batch):
                     results[i] = self._result(
                         texts[i],
@@ -153,6 +199,10 @@ class Translator:
     def score(self, sources: list[str], targets: list[str]) -> list[list[float]]:
         """Forced decoding: log-probability of each target token (eos included) given its source."""
         out: list[list[float]] = []
+        if self.engine is not None:
+            src = [self._encode_sources([s])[0][0] + [self.tokenizer.eos_id] for s in sources]
+            tgt = [t[: self.max_positions - 1] for t in self.tokenizer.encode_tgt(list(targets))]
+            return self.engine.score(src, tgt)
         with torch.inference_mode():
             for s, t in zip(sources, targets, strict=True):
                 src = self._pad([self._encode_sources([s])[0][0] + [self.tokenizer.eos_id]])
@@ -223,7 +273,7 @@ class Translator:
                 tokens=tok.tgt_id_to_piece(h.tokens + [tok.eos_id]),
                 score=h.score,
                 logprob=h.logprob,
-                token_logprobs=list(h.token_logprobs),
+                token_logprobs=None if h.token_logprobs is None else list(h.token_logprobs),
             )
             if att is not None:
                 layers = att[k]

@@ -1,0 +1,174 @@
+"""Fast native decoding: the preallocated KV cache, int8/bf16 inference copies and ensembles."""
+
+import pytest
+import torch
+
+from lucidmt.config import preset
+from lucidmt.decode.quantize import for_inference, precision
+from lucidmt.decode.search import DecodeOptions, EnsembleScorer, ModelScorer, beam_search, greedy_search
+from lucidmt.decode.translator import Translator
+from lucidmt.errors import ConfigurationError
+from lucidmt.model import Seq2Seq
+from lucidmt.model.transformer import BufferPool, LayerCache
+
+
+def random_model(seed=0, vocab=40, **model):
+    torch.manual_seed(seed)
+    cfg = preset("tiny").model
+    cfg.src_vocab_size = cfg.tgt_vocab_size = vocab
+    for k, v in model.items():
+        setattr(cfg, k, v)
+    m = Seq2Seq(cfg).eval()
+    with torch.no_grad():  # make eos likely enough that hypotheses end at different lengths
+        m.decoder.embed.tokens.weight[3] *= 3
+    return m
+
+
+def sources(n=6, seed=1, vocab=40, max_len=9):
+    g = torch.Generator().manual_seed(seed)
+    lens = torch.randint(3, max_len, (n,), generator=g)
+    src = torch.zeros(n, int(lens.max()) + 1, dtype=torch.long)
+    for i, n_i in enumerate(lens.tolist()):
+        src[i, :n_i] = torch.randint(4, vocab, (n_i,), generator=g)
+        src[i, n_i] = 3
+    return src
+
+
+class ReferenceCache:
+    """The simplest correct cache: concatenate, index_select."""
+
+    def __init__(self):
+        self.k = self.v = None
+
+    def append(self, k, v):
+        self.k = k if self.k is None else torch.cat([self.k, k], 2)
+        self.v = v if self.v is None else torch.cat([self.v, v], 2)
+        return self.k, self.v
+
+    def index(self, idx):
+        self.k, self.v = self.k.index_select(0, idx), self.v.index_select(0, idx)
+
+
+def test_layer_cache_matches_concatenation_through_growth_reorders_and_selections():
+    g = torch.Generator().manual_seed(0)
+    pool = BufferPool()
+    fast, ref, other = LayerCache(pool, capacity=3), ReferenceCache(), LayerCache(pool, capacity=3)
+    B = 6
+    for step in range(9):  # capacity 3 grows twice
+        k, v = torch.randn(B, 2, 1, 4, generator=g), torch.randn(B, 2, 1, 4, generator=g)
+        fk, fv = fast.append(k, v)
+        other.append(k + 1, v + 1)  # a second layer sharing the pool
+        rk, rv = ref.append(k, v)
+        assert fk.shape == rk.shape == (B, 2, step + 1, 4)
+        assert torch.equal(fk, rk) and torch.equal(fv, rv)
+        if step % 3 == 1:  # beam reorder (a permutation with repeats)
+            idx = torch.randint(0, B, (B,), generator=g)
+        elif step == 5:  # a sentence leaves the batch
+            B -= 2
+            idx = torch.tensor([0, 2, 3, 5])
+        elif step == 6:  # rows repeated (more rows than before)
+            B *= 2
+            idx = torch.arange(B // 2).repeat_interleave(2)
+        else:
+            continue
+        fast.index(idx)
+        other.index(idx)
+        ref.index(idx)
+        assert torch.equal(fast.k, ref.k) and torch.equal(fast.v, ref.v)
+        assert torch.equal(other.k, ref.k + 1)
+
+
+@pytest.mark.parametrize("norm", ["pre", "post"])
+def test_cached_beams_equal_recomputed_beams_past_the_initial_capacity(norm):
+    m = random_model(3, norm=norm)
+    src = sources(8, seed=4)
+    opts = DecodeOptions(beam_size=4, n_best=2, max_len_a=0.0, max_len_b=45)  # longer than the 32-slot start
+    cached = beam_search(ModelScorer(m, use_cache=True), src, opts, 512)
+    recomputed = beam_search(ModelScorer(m, use_cache=False), src, opts, 512)
+    assert [[h.tokens for h in hs] for hs in cached] == [[h.tokens for h in hs] for hs in recomputed]
+    assert max(len(hs[0].tokens) for hs in cached) > 32
+    for hs, rs in zip(cached, recomputed, strict=True):
+        assert hs[0].score == pytest.approx(rs[0].score, abs=1e-4)
+
+
+def test_step_projection_equals_the_training_projection():
+    m = random_model(1, final_logits_bias=True)
+    with torch.no_grad():
+        m.logits_bias.normal_()
+    h = torch.randn(5, m.cfg.d_model)
+    assert torch.allclose(m.step_projection()(h), m.project(h), atol=1e-5)
+
+
+def test_int8_copy_quantizes_every_linear_and_the_tied_output(memorised):
+    run, src, tgt = memorised
+    tr = Translator.load(run, device="cpu")
+    q = for_inference(tr.model, "int8", copy_model=True)
+    assert precision(q) == "int8" and precision(tr.model) == "fp32"
+    assert isinstance(tr.model.encoder.layers[0].self_attn.qkv, torch.nn.Linear)  # the original is untouched
+    kinds = {type(mod).__name__ for mod in q.modules()}
+    assert "Linear" in kinds  # the dynamic quantized Linear class is also called Linear
+    assert not any(type(mod) is torch.nn.Linear for mod in q.modules())
+    assert q.step_projection() is q.decode_projection
+    with torch.inference_mode():
+        s = torch.tensor([tr.tokenizer.encode_src([src[0]])[0] + [3]])
+        t = torch.tensor([[2] + tr.tokenizer.encode_tgt([tgt[0]])[0]])
+        ref = torch.log_softmax(tr.model(s, t), -1)
+        state = q.start(q.encode(s))
+        lps = []
+        for tok in t[0]:
+            logits, _ = q.step(tok[None], state)
+            lps.append(torch.log_softmax(logits, -1)[0])
+    lps = torch.stack(lps)  # (T, V)
+    assert torch.equal(lps.argmax(-1), ref[0].argmax(-1))
+    diff = (lps.exp() - ref[0].exp()).abs().max()
+    assert 0 < diff < 0.05  # quantized, so not identical, but close
+
+
+def test_int8_translator_reproduces_the_memorised_pairs(memorised):
+    run, src, tgt = memorised
+    tr = Translator.load(run, device="cpu", quantize="int8")
+    assert tr.backend == "native/int8"
+    assert tr.translate(src, beam_size=4) == tgt
+    assert tr.translate(src, beam_size=1) == tgt
+
+
+def test_bf16_translator_runs_and_reports_its_precision(memorised):
+    run, src, tgt = memorised
+    tr = Translator.load(run, device="cpu", quantize="bf16")
+    assert tr.backend == "native/bf16"
+    out = tr.translate(src[:10], beam_size=2)
+    assert sum(a == b for a, b in zip(out, tgt[:10], strict=True)) >= 8
+
+
+def test_unknown_precision_is_rejected(memorised):
+    with pytest.raises(ConfigurationError, match="quantize"):
+        Translator.load(memorised[0], device="cpu", quantize="int4")
+
+
+def test_ensemble_averages_probabilities_of_different_models():
+    a, b = random_model(0), random_model(1)
+    src = sources(4)
+    ens = EnsembleScorer([ModelScorer(a), ModelScorer(b)])
+    sa, sb, se = ModelScorer(a).start(src), ModelScorer(b).start(src), ens.start(src)
+    tokens = torch.full((4,), 2)
+    with torch.inference_mode():
+        la, lb = ModelScorer(a).log_probs(tokens, sa), ModelScorer(b).log_probs(tokens, sb)
+        le = ens.log_probs(tokens, se)
+    assert torch.allclose(le.exp(), (la.exp() + lb.exp()) / 2, atol=1e-6)
+    one = beam_search(ModelScorer(a), src, DecodeOptions(beam_size=3), 512)
+    two = beam_search(ens, src, DecodeOptions(beam_size=3), 512)
+    assert [h[0].tokens for h in two] != [h[0].tokens for h in one]  # the second model matters
+
+
+def test_int8_ensemble_of_checkpoints(memorised):
+    run, src, tgt = memorised
+    tr = Translator.load(run, device="cpu", checkpoints=[run], quantize="int8")
+    assert tr.translate(src[:8]) == tgt[:8]
+
+
+def test_greedy_and_beam_one_agree_after_the_cache_rewrite():
+    m = random_model(5, norm="post", activation="swish")
+    src = sources(10, seed=2)
+    g = greedy_search(ModelScorer(m), src, DecodeOptions(beam_size=1), 512)
+    b = beam_search(ModelScorer(m), src, DecodeOptions(beam_size=1), 512)
+    assert [h[0].tokens for h in g] == [h[0].tokens for h in b]
