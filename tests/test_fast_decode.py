@@ -172,3 +172,58 @@ def test_greedy_and_beam_one_agree_after_the_cache_rewrite():
     g = greedy_search(ModelScorer(m), src, DecodeOptions(beam_size=1), 512)
     b = beam_search(ModelScorer(m), src, DecodeOptions(beam_size=1), 512)
     assert [h[0].tokens for h in g] == [h[0].tokens for h in b]
+
+
+def _step_logits(m, state, steps=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(steps):
+        tokens = torch.randint(4, m.cfg.tgt_vocab_size, (state.memory_mask.size(0) * state.group,), generator=g)
+        logits, _ = m.step(tokens, state)
+        out.append(logits)
+    return torch.stack(out)
+
+
+def test_beams_share_their_source_in_cross_attention_without_copies():
+    """repeat(K) keeps one copy of each source for its K beams; the logits equal those of per-row copies, also
+    after a selection that splits groups (sampled rows finishing one by one) gives rows their own copy back."""
+    m = random_model(2, norm="post")
+    src = sources(5)
+    with torch.inference_mode():
+        grouped = m.start(m.encode(src))
+        grouped.repeat(4)
+        assert grouped.group == 4 and grouped.memory_kv[0][0].size(0) == 5
+        copied = m.start(m.encode(src))
+        copied.select(torch.arange(5).repeat_interleave(4))  # the old way: one memory row per beam
+        assert copied.group == 1 and copied.memory_kv[0][0].size(0) == 20
+        assert torch.allclose(_step_logits(m, grouped), _step_logits(m, copied), atol=1e-5)
+        keep = torch.tensor([0, 1, 2, 3, 12, 13, 14, 15])  # whole sentences: groups survive
+        grouped.select(keep)
+        copied.select(keep)
+        assert grouped.group == 4 and grouped.memory_kv[0][0].size(0) == 2
+        assert torch.allclose(_step_logits(m, grouped, seed=1), _step_logits(m, copied, seed=1), atol=1e-5)
+        split = torch.tensor([0, 2, 5, 6, 7])  # rows of groups dropped one by one
+        grouped.select(split)
+        copied.select(split)
+        assert grouped.group == 1 and grouped.memory_kv[0][0].size(0) == 5
+        assert torch.allclose(_step_logits(m, grouped, seed=2), _step_logits(m, copied, seed=2), atol=1e-5)
+
+
+def test_reordering_a_few_rows_equals_gathering_all():
+    m = random_model(4)
+    src = sources(4)
+    with torch.inference_mode():
+        a, b = m.start(m.encode(src)), m.start(m.encode(src))
+        a.repeat(4)
+        b.repeat(4)
+        _step_logits(m, a, steps=5)
+        _step_logits(m, b, steps=5)
+        few = torch.arange(16)
+        few[[3, 9]] = torch.tensor([1, 8])  # 2 of 16 rows change: copied in place
+        many = torch.arange(16).flip(0)  # all change: gathered into the spare buffer
+        for idx in (few, many):
+            a.reorder(idx)
+            for c in b.caches:
+                c.index(idx)
+            for ca, cb in zip(a.caches, b.caches, strict=True):
+                assert torch.equal(ca.k, cb.k) and torch.equal(ca.v, cb.v)

@@ -152,10 +152,15 @@ class CrossAttention(nn.Module):
     def forward(
         self, x: Tensor, kv: tuple[Tensor, Tensor], mask: Tensor, need_weights: bool = False
     ) -> tuple[Tensor, Tensor | None]:
+        """x: (B, T, D) queries; kv: (Bm, H, S, Dh) with Bm = B, or B / g when g consecutive rows share a source
+        (the beams of one sentence while decoding): their queries then attend as one group of g*T positions."""
         B, T, D = x.shape
-        q = self.q(x).view(B, T, self.n_heads, D // self.n_heads).transpose(1, 2)  # (B, H, T, Dh)
+        Bm, g = kv[0].size(0), B // kv[0].size(0)
+        q = self.q(x).view(Bm, g * T, self.n_heads, D // self.n_heads).transpose(1, 2)  # (Bm, H, g*T, Dh)
         p = self.dropout if self.training else 0.0
         y, w = attend(q, kv[0], kv[1], mask, False, p, need_weights)
+        if w is not None and g > 1:  # (Bm, H, g*T, S) -> (B, H, T, S)
+            w = w.view(Bm, -1, g, T, w.size(-1)).transpose(1, 2).reshape(B, -1, T, w.size(-1))
         return self.out(y.transpose(1, 2).reshape(B, T, D)), w
 
 
@@ -365,6 +370,14 @@ class LayerCache:
         self.shape = (n, H, Dh)
         self.capacity = min(self.k_flat.numel(), self.v_flat.numel()) // (n * H * Dh)
 
+    def move(self, dst: Tensor, src: Tensor) -> None:
+        """Rows dst take the contents of rows src (the other rows stay): a beam reorder that changes few rows
+        copies just those, reading the sources first."""
+        if self.k_flat is not None:
+            for flat in (self.k_flat, self.v_flat):
+                view = self._view(flat, self.length)  # (t, B, H, Dh)
+                view.index_copy_(1, dst, view.index_select(1, src))
+
 
 @dataclass
 class DecoderState:
@@ -375,31 +388,64 @@ class DecoderState:
     re-run every step, which is slow and only exists to check the cache. `reorder` permutes rows among
     hypotheses of the same sentences (beam search) and leaves cross-attention keys alone; `select` keeps a
     subset of rows (dropping finished sentences). `project` maps final hidden states (B, D) to logits (B, V).
+
+    After `repeat(n)`, each source (memory row) serves `group` consecutive rows and is not copied: cross-attention
+    reads each source's keys/values once for all its beams. A selection that splits a group (sampling, where rows
+    finish one by one) gives every row its own copy again.
     """
 
     memory_kv: list[tuple[Tensor, Tensor]]
-    memory_mask: Tensor  # (B, 1, 1, S)
+    memory_mask: Tensor  # (Bm, 1, 1, S), Bm = rows / group
     caches: list[LayerCache] | None
     prefix: Tensor | None = None  # (B, t) tokens fed so far, only without caches
     length: int = 0  # positions decoded so far
     project: Callable[[Tensor], Tensor] | None = None
+    group: int = 1  # consecutive rows per memory row
 
     def reorder(self, idx: Tensor) -> None:
-        if self.caches is not None:
-            for c in self.caches:
-                c.index(idx)
+        """Rows `idx` of the self-attention state, in that order (within groups: memory is left alone)."""
         if self.prefix is not None:
             self.prefix = self.prefix.index_select(0, idx)
+        if not self.caches or self.caches[0].k_flat is None:
+            return
+        rows = self.caches[0].shape[0]
+        if idx.numel() == rows:  # a permutation with repeats, where beams often keep their own row
+            dst = (idx != torch.arange(rows, device=idx.device)).nonzero()[:, 0]
+            if dst.numel() <= 0.4 * rows:  # copying a few rows twice beats gathering all of them once
+                src = idx.index_select(0, dst)
+                for c in self.caches:
+                    c.move(dst, src)
+                return
+        for c in self.caches:
+            c.index(idx)
 
     def select(self, idx: Tensor) -> None:
         self.reorder(idx)
-        self.memory_kv = [(k.index_select(0, idx), v.index_select(0, idx)) for k, v in self.memory_kv]
-        self.memory_mask = self.memory_mask.index_select(0, idx)
+        g = self.group
+        mem = idx
+        if g > 1:
+            first = idx[::g]
+            whole = idx.numel() % g == 0 and bool(
+                (first % g == 0).all()
+                and (idx.view(-1, g) == first[:, None] + torch.arange(g, device=idx.device)).all()
+            )
+            mem, self.group = (first // g, g) if whole else (idx // g, 1)
+        self.select_memory(mem)
 
     def repeat(self, n: int) -> None:
         """Repeat every row n times (row b becomes rows b*n .. b*n+n-1), e.g. to start a beam of size n."""
-        idx = torch.arange(self.memory_mask.size(0), device=self.memory_mask.device).repeat_interleave(n)
-        self.select(idx)
+        rows = self.memory_mask.size(0) * self.group
+        self.reorder(torch.arange(rows, device=self.memory_mask.device).repeat_interleave(n))
+        if self.group == 1:
+            self.group = n
+        else:  # rows of a group become n consecutive copies each: give every row its own source
+            idx = torch.arange(self.memory_mask.size(0), device=self.memory_mask.device).repeat_interleave(self.group)
+            self.group = 1
+            self.select_memory(idx.repeat_interleave(n))
+
+    def select_memory(self, mem: Tensor) -> None:
+        self.memory_kv = [(k.index_select(0, mem), v.index_select(0, mem)) for k, v in self.memory_kv]
+        self.memory_mask = self.memory_mask.index_select(0, mem)
 
 
 class Encoder(nn.Module):
