@@ -95,6 +95,15 @@ def test_top_k_one_sampling_is_greedy(model):
     assert [h[0].tokens for h in s] == [h[0].tokens for h in g]
 
 
+@pytest.mark.parametrize("extreme", [dict(temperature=1e-30), dict(top_p=1e-30), dict(temperature=1e-30, top_p=1e-30)])
+def test_extreme_sampling_settings_fall_back_to_greedy(model, extreme):
+    # a vanishing temperature or nucleus leaves only the best token: no NaN probabilities, the greedy output
+    src = sources()
+    s = sample(ModelScorer(model), src, DecodeOptions(sampling=True, seed=0, **extreme), 512)
+    g = greedy_search(ModelScorer(model), src, DecodeOptions(beam_size=1), 512)
+    assert [h[0].tokens for h in s] == [h[0].tokens for h in g]
+
+
 def test_ensemble_of_identical_models_equals_one_model(model):
     src = sources()
     opts = DecodeOptions(beam_size=3)

@@ -177,7 +177,8 @@ def sample(scorer: Scorer, src: Tensor, opts: DecodeOptions, max_positions: int)
 
 
 def _filter_logits(lprobs: Tensor, opts: DecodeOptions) -> Tensor:
-    x = lprobs / opts.temperature
+    # shift so the best token sits at 0: a tiny temperature then gives 0 / -inf, never all -inf (NaN probabilities)
+    x = (lprobs - lprobs.max(-1, keepdim=True).values) / opts.temperature
     if opts.top_k > 0:
         kth = x.topk(min(opts.top_k, x.size(-1)), dim=-1).values[:, -1:]
         x = x.masked_fill(x < kth, float("-inf"))
@@ -185,6 +186,7 @@ def _filter_logits(lprobs: Tensor, opts: DecodeOptions) -> Tensor:
         sorted_x, order = x.sort(dim=-1, descending=True)
         cum = sorted_x.softmax(-1).cumsum(-1)
         drop = cum - sorted_x.softmax(-1) >= opts.top_p  # keep tokens until the mass reaches top_p
+        drop[:, 0] = False  # the most likely token always stays, however small top_p is
         x = x.scatter(-1, order, sorted_x.masked_fill(drop, float("-inf")))
     return x
 
