@@ -347,6 +347,36 @@ def test_cli_import_hf_and_translate(marian, tmp_path, capsys):
     assert len(capsys.readouterr().out.splitlines()) == 3
 
 
+def test_fine_tune_an_imported_marian_model_from_the_cli(marian, toy_files, prepared, tmp_path, capsys):
+    from lucidmt.data.tokenizer import tokenizer_fingerprint
+    from lucidmt.train.checkpoint import resolve_checkpoint
+
+    _, _, run = marian
+    data, out = tmp_path / "ft-data", tmp_path / "ft"
+    files = [f"--{k}={toy_files[n]}" for k, n in (("train-src", "train.en"), ("train-tgt", "train.de"))]
+    files += [f"--{k}={toy_files[n]}" for k, n in (("valid-src", "valid.en"), ("valid-tgt", "valid.de"))]
+    assert main(["prepare", *files, "--src", "en", "--tgt", "de", "--out", str(data), "--tokenizer", str(run)]) == 0
+    assert tokenizer_fingerprint(Tokenizer(data / "tokenizer")) == tokenizer_fingerprint(
+        Tokenizer(run / "best" / "tokenizer")
+    )
+    capsys.readouterr()
+    steps = ["--max-steps", "4", "--no-progress", "lr=1e-4", "warmup_steps=1", "valid_every=4", "valid_bleu=false"]
+    assert main(["train", "--data", str(data), "--out", str(out), "--init", str(run), *steps]) == 0
+    base, _, _ = load_checkpoint(run / "best")
+    tuned, cfg, _ = load_checkpoint(resolve_checkpoint(out))
+    assert (cfg.model.norm, cfg.model.activation, cfg.model.d_model) == ("post", "swish", 32)
+    after = tuned.state_dict()
+    diffs = [(w - after[k]).abs().max().item() for k, w in base.state_dict().items()]
+    assert 0 < max(diffs) < 0.01  # four small steps away from the imported weights, not a fresh initialisation
+    assert len(Translator.load(out).translate(SENTENCES[:2], beam_size=2)) == 2
+    # data tokenized by another tokenizer, or a different architecture: refused, with the way out
+    assert main(["train", "--data", str(prepared), "--out", str(tmp_path / "x"), "--init", str(run), *steps]) == 1
+    assert "--tokenizer" in capsys.readouterr().err
+    bad = ["--init", str(run), *steps, "model.ffn_dim=128"]
+    assert main(["train", "--data", str(data), "--out", str(tmp_path / "y"), *bad]) == 1
+    assert "model.ffn_dim: 64 there, 128 here" in capsys.readouterr().err
+
+
 def test_import_rejects_what_lucidmt_cannot_represent(marian, tmp_path, capsys):
     import shutil
 

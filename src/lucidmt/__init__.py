@@ -18,6 +18,7 @@ _LAZY = {
     "train": ("lucidmt.train.trainer", "train"),
     "RunConfig": ("lucidmt.config", "RunConfig"),
     "preset": ("lucidmt.config", "preset"),
+    "finetune_config": ("lucidmt.train.trainer", "finetune_config"),
     "prepare": ("lucidmt.data.prepare", "prepare"),
     "load_dataset": ("lucidmt.data.corpus", "load_dataset"),
     "score": ("lucidmt.evaluate", "score"),

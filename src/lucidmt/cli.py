@@ -44,6 +44,11 @@ def _add_prepare(sub) -> None:
     p.add_argument("--max-ratio", type=float, default=3.0, help="drop pairs whose subword length ratio exceeds this")
     p.add_argument("--dedup", action="store_true", help="drop repeated (source, target) pairs")
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument(
+        "--tokenizer",
+        help="reuse the tokenizer of this run, checkpoint or prepared folder (to fine-tune that model) "
+        "instead of training SentencePiece",
+    )
     p.set_defaults(func=cmd_prepare)
 
 
@@ -87,6 +92,7 @@ def cmd_prepare(a) -> int:
         max_ratio=a.max_ratio,
         dedup=a.dedup,
         seed=a.seed,
+        tokenizer=a.tokenizer,
     )
     m = prepare(train, valid, a.out, opts, log=lambda s: print(s, file=sys.stderr))
     print(f"prepared {m['sizes']['train']} training and {m['sizes']['valid']} validation pairs in {a.out}")
@@ -109,6 +115,12 @@ def _add_train(sub) -> None:
     p.add_argument("--preset", default=None, help="small (default), base, big")
     p.add_argument("--config", help="YAML configuration (applied after the preset)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument(
+        "--init",
+        metavar="CHECKPOINT",
+        help="fine-tune: start from this run's or checkpoint's weights and architecture (e.g. from import-hf); "
+        "prepare the data with `prepare --tokenizer CHECKPOINT`",
+    )
     p.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda when available)")
     p.add_argument("--max-steps", type=int)
     p.add_argument("--max-epochs", type=int)
@@ -119,14 +131,20 @@ def _add_train(sub) -> None:
 
 
 def resolve_train_config(a):
-    """preset -> YAML file -> key=value overrides -> budget flags; a resumed run starts from its saved config."""
+    """preset -> YAML file -> key=value overrides -> budget flags; a resumed run starts from its saved config.
+    With --init, the model section comes from that checkpoint (the preset gives the training recipe)."""
     from .config import RunConfig, preset, read_config_dict
 
     run_cfg = Path(a.out) / "config.yaml"
     if a.resume and run_cfg.exists():
         cfg = RunConfig.load(run_cfg)  # a resumed run keeps its recipe; overrides may extend its budget
     else:
-        cfg = preset(a.preset or "small")
+        if getattr(a, "init", None):
+            from .train.trainer import finetune_config
+
+            cfg = finetune_config(a.init, a.preset or "small")
+        else:
+            cfg = preset(a.preset or "small")
         if a.config:
             cfg.update(read_config_dict(a.config), a.config)
     cfg.apply_overrides(a.overrides)

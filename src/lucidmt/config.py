@@ -101,6 +101,7 @@ class TrainConfig:
     keep_last: int = _f(5, "checkpoints kept besides the best one")
     subword_alpha: float = _f(0.0, "subword regularisation: l-best sampling alpha, unigram tokenizers (0: off)")
     seed: int = _f(1, "seed of initialisation, batch order and dropout")
+    init_from: str = _f("", "fine-tune: start from this checkpoint's weights (the model section must match it)")
     compile: bool = _f(False, "torch.compile the model")
     amp: str = _f("auto", "mixed precision: auto (bf16 on CUDA, fp32 on CPU), bf16, fp32", ("auto", "bf16", "fp32"))
     threads: int = _f(0, "CPU threads for torch (0: torch's default)")

@@ -23,7 +23,7 @@ from .. import __version__
 from ..errors import DataError
 from ..io import atomic_path, sha256_file, write_lines
 from .corpus import CleanReport, Parallel, clean_text, length_filter, normalize
-from .tokenizer import Tokenizer, train_sentencepiece
+from .tokenizer import Tokenizer, find_tokenizer, train_sentencepiece
 
 
 @dataclass
@@ -39,6 +39,7 @@ class PrepareOptions:
     max_ratio: float = 3.0  # longer side / shorter side, in subwords
     dedup: bool = False
     seed: int = 1
+    tokenizer: str | None = None  # reuse this tokenizer (a pretrained model's, to fine-tune it) instead of training one
 
 
 def save_ids(path: Path, src: list[list[int]], tgt: list[list[int]]) -> None:
@@ -84,19 +85,25 @@ def prepare(train: Parallel, valid: Parallel, out: str | Path, opts: PrepareOpti
 
     with atomic_path(out) as tmp:
         tmp.mkdir()
-        kind = "joint" if opts.joint else "separate"
-        log(f"training SentencePiece ({opts.model_type}, {opts.vocab_size} pieces, {kind})")
-        tok = train_sentencepiece(
-            tmp / "tokenizer",
-            train.src,
-            train.tgt,
-            opts.vocab_size,
-            opts.model_type,
-            opts.joint,
-            opts.character_coverage,
-            (opts.src_lang, opts.tgt_lang),
-            opts.seed,
-        )
+        if opts.tokenizer:
+            given = find_tokenizer(opts.tokenizer)
+            log(f"using the tokenizer of {opts.tokenizer} (no SentencePiece training)")
+            Tokenizer(given).save(tmp / "tokenizer")
+            tok = Tokenizer(tmp / "tokenizer")
+        else:
+            kind = "joint" if opts.joint else "separate"
+            log(f"training SentencePiece ({opts.model_type}, {opts.vocab_size} pieces, {kind})")
+            tok = train_sentencepiece(
+                tmp / "tokenizer",
+                train.src,
+                train.tgt,
+                opts.vocab_size,
+                opts.model_type,
+                opts.joint,
+                opts.character_coverage,
+                (opts.src_lang, opts.tgt_lang),
+                opts.seed,
+            )
         src_ids, tgt_ids = tok.encode_src(train.src), tok.encode_tgt(train.tgt)
         keep = length_filter(src_ids, tgt_ids, opts.max_len, opts.max_ratio, report)
         train = Parallel([train.src[i] for i in keep], [train.tgt[i] for i in keep], train.origin, train.paths)

@@ -41,6 +41,11 @@ class TokenizerInfo:
     def joint(self) -> bool:
         return self.src_model == self.tgt_model
 
+    @property
+    def shared_vocab(self) -> bool:
+        """One id space for both sides: a joint SentencePiece model, or Marian's one vocab.json for two models."""
+        return self.joint or self.vocab is not None
+
 
 class Tokenizer:
     def __init__(self, folder: str | Path):
@@ -166,6 +171,22 @@ class Tokenizer:
         for name in self.files():
             if (self.folder / name).resolve() != (folder / name).resolve():
                 shutil.copyfile(self.folder / name, folder / name)
+
+
+def find_tokenizer(path: str | Path) -> Path:
+    """The tokenizer folder of a tokenizer folder, a prepared-data folder, a checkpoint or a run (its best)."""
+    path = Path(path)
+    for cand in (path, path / "tokenizer", path / "best" / "tokenizer"):
+        if (cand / "tokenizer.json").exists():
+            return cand
+    raise CheckpointError(f"{path}: no tokenizer here (expected a tokenizer, prepared-data, checkpoint or run folder)")
+
+
+def tokenizer_fingerprint(tok: Tokenizer) -> dict[str, str]:
+    """sha256 of every file that decides the ids: two tokenizers with equal fingerprints encode alike."""
+    import hashlib
+
+    return {name: hashlib.sha256((tok.folder / name).read_bytes()).hexdigest() for name in tok.files()}
 
 
 def train_sentencepiece(

@@ -10,6 +10,7 @@ and the batch list itself is a pure function of (seed, epoch).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import time
 from dataclasses import asdict, dataclass
@@ -22,6 +23,7 @@ from torch import nn
 from ..config import RunConfig
 from ..data.batching import collate, lengths, make_batches, shard
 from ..data.prepare import Prepared
+from ..data.tokenizer import Tokenizer, tokenizer_fingerprint
 from ..errors import ConfigurationError
 from ..io import write_json
 from ..model import Seq2Seq, count_parameters
@@ -31,6 +33,7 @@ from .checkpoint import (
     load_train_state,
     load_weights,
     prune_checkpoints,
+    resolve_checkpoint,
     save_checkpoint,
 )
 from .loss import Seq2SeqLoss
@@ -51,6 +54,20 @@ class TrainResult:
     last_valid_nll: float | None
     last_valid_bleu: float | None
     parameters: int
+
+
+FINETUNE_FREE = {"dropout", "attention_dropout", "activation_dropout"}  # what fine-tuning may change in the model
+
+
+def finetune_config(checkpoint: str | Path, recipe: str = "small") -> RunConfig:
+    """A configuration that fine-tunes `checkpoint`: its model section, the training recipe of preset `recipe`."""
+    from ..config import preset
+
+    folder = resolve_checkpoint(checkpoint)
+    cfg = preset(recipe)
+    cfg.model = RunConfig.load(folder / "config.yaml").model
+    cfg.train.init_from = str(checkpoint)
+    return cfg
 
 
 class Trainer:
@@ -87,7 +104,7 @@ class Trainer:
         m = cfg.model
         m.src_vocab_size, m.tgt_vocab_size = tok.info.src_vocab_size, tok.info.tgt_vocab_size
         m.pad_id, m.unk_id, m.bos_id, m.eos_id = tok.info.pad_id, tok.info.unk_id, tok.info.bos_id, tok.info.eos_id
-        if not tok.info.joint and m.share_embeddings:
+        if not tok.info.shared_vocab and m.share_embeddings:
             self.log("separate vocabularies: source and target embeddings are not shared")
             m.share_embeddings = False
         cfg.data.path = str(data.folder)
@@ -107,6 +124,8 @@ class Trainer:
 
         torch.manual_seed(t.seed)
         self.model = Seq2Seq(cfg.model).to(self.device)
+        if t.init_from and self.resume_from is None:
+            self._init_from(Path(t.init_from))
         self.n_params = count_parameters(self.model)
         decay = [p for n, p in self.model.named_parameters() if p.dim() >= 2]
         no_decay = [p for n, p in self.model.named_parameters() if p.dim() < 2]
@@ -144,6 +163,26 @@ class Trainer:
         torch.manual_seed(t.seed * 1000 + self.dist.rank)  # dropout stream of this rank
         if self.resume_from is not None:
             self._restore(self.resume_from)
+
+    def _init_from(self, path: Path) -> None:
+        """Fine-tuning: the weights of a trained (or imported) model, checked against the data and the config."""
+        folder = resolve_checkpoint(path)
+        base = RunConfig.load(folder / "config.yaml").model
+        ours, theirs = tokenizer_fingerprint(self.tok), tokenizer_fingerprint(Tokenizer(folder / "tokenizer"))
+        if ours != theirs:
+            raise ConfigurationError(
+                f"{self.data.folder} was tokenized differently from {folder}: prepare the data with "
+                f"`lucidmt prepare ... --tokenizer {path}` to fine-tune that model"
+            )
+        differ = [
+            f"model.{f.name}: {getattr(base, f.name)!r} there, {getattr(self.cfg.model, f.name)!r} here"
+            for f in dataclasses.fields(base)
+            if f.name not in FINETUNE_FREE and getattr(base, f.name) != getattr(self.cfg.model, f.name)
+        ]
+        if differ:
+            raise ConfigurationError(f"train.init_from={path}: the architecture differs; " + "; ".join(differ))
+        load_weights(self.model, folder / "model.safetensors")
+        self.log(f"fine-tuning from {folder}")
 
     # -- state ----------------------------------------------------------------------------------------------
     def _rng_states(self) -> list[torch.Tensor]:
