@@ -43,3 +43,32 @@ def out_dir() -> Path:
     d = Path(os.environ.get("LUCIDMT_BENCH_DIR", ROOT / "benchmarks" / "out"))
     d.mkdir(parents=True, exist_ok=True)
     return d
+
+
+def hf_marian(m, vocab: int, dropout: float, **extra):
+    """A randomly initialised Hugging Face MarianMTModel of lucidmt model-config `m`'s size, our special ids,
+    a tied joint vocabulary and relu: the peer every benchmark compares with."""
+    from transformers import MarianConfig, MarianMTModel
+
+    hc = MarianConfig(
+        vocab_size=vocab,
+        decoder_vocab_size=vocab,
+        d_model=m.d_model,
+        encoder_layers=m.encoder_layers,
+        decoder_layers=m.decoder_layers,
+        encoder_attention_heads=m.n_heads,
+        decoder_attention_heads=m.n_heads,
+        encoder_ffn_dim=m.ffn_dim,
+        decoder_ffn_dim=m.ffn_dim,
+        dropout=dropout,
+        activation_function="relu",
+        max_position_embeddings=m.max_positions,
+        pad_token_id=0,
+        eos_token_id=3,
+        decoder_start_token_id=2,
+        scale_embedding=True,
+        share_encoder_decoder_embeddings=True,
+        tie_word_embeddings=True,
+        **extra,
+    )
+    return MarianMTModel(hc)

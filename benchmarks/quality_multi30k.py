@@ -3,6 +3,7 @@
     python benchmarks/quality_multi30k.py                       # 60 minutes each, this CPU (2 threads)
     python benchmarks/quality_multi30k.py --minutes 3 --device cuda --preset base --max-tokens 25000
     python benchmarks/quality_multi30k.py --skip-peer           # lucidmt only
+    python benchmarks/quality_multi30k.py --lucidmt-run RUN     # the peer, beside a lucidmt run made earlier
 
 Both systems get the same prepared data (joint 8k BPE), the same wall-clock training budget, dropout 0.3, label
 smoothing 0.1 and AdamW. lucidmt trains with its recipe (`recipes/multi30k-small.yaml`, cosine schedule annealed
@@ -24,7 +25,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from _common import hardware, out_dir, prepared_multi30k
+from _common import hardware, hf_marian, out_dir, prepared_multi30k
 from lucidmt.config import preset, read_config_dict
 from lucidmt.data.batching import collate, lengths, make_batches
 from lucidmt.data.corpus import load_dataset
@@ -78,34 +79,6 @@ def train_lucidmt(prep: Path, run: Path, a) -> tuple[Path, dict]:
     return candidates[chosen], info
 
 
-def hf_model(vocab: int, cfg):
-    from transformers import MarianConfig, MarianMTModel
-
-    m = cfg.model
-    hc = MarianConfig(
-        vocab_size=vocab,
-        decoder_vocab_size=vocab,
-        d_model=m.d_model,
-        encoder_layers=m.encoder_layers,
-        decoder_layers=m.decoder_layers,
-        encoder_attention_heads=m.n_heads,
-        decoder_attention_heads=m.n_heads,
-        encoder_ffn_dim=m.ffn_dim,
-        decoder_ffn_dim=m.ffn_dim,
-        dropout=0.3,
-        activation_function="relu",
-        max_position_embeddings=m.max_positions,
-        pad_token_id=0,
-        eos_token_id=3,
-        decoder_start_token_id=2,
-        forced_eos_token_id=3,
-        scale_embedding=True,
-        share_encoder_decoder_embeddings=True,
-        tie_word_embeddings=True,
-    )
-    return MarianMTModel(hc)
-
-
 def train_hf(prep: Path, a) -> tuple[object, dict]:
     """The peer: HF MarianMTModel trained with a plain loop (what Seq2SeqTrainer does) on the same batches."""
     data = Prepared(prep)
@@ -113,7 +86,7 @@ def train_hf(prep: Path, a) -> tuple[object, dict]:
     src, tgt = data.ids("train")
     dev = torch.device(a.device)
     torch.manual_seed(1)
-    model = hf_model(tok.info.src_vocab_size, preset(a.preset)).to(dev).train()
+    model = hf_marian(preset(a.preset).model, tok.info.src_vocab_size, 0.3, forced_eos_token_id=3).to(dev).train()
     opt = torch.optim.AdamW(model.parameters(), lr=a.peer_lr, betas=(0.9, 0.98), weight_decay=1e-4)
     warmup, step, epoch = a.warmup, 0, 0  # the same peak learning rate and warm-up as lucidmt
     t0 = time.perf_counter()
@@ -173,6 +146,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--peer-lr", type=float, default=1e-3)
     ap.add_argument("--skip-peer", action="store_true")
+    ap.add_argument("--lucidmt-run", help="score this finished lucidmt run (its summary.json) instead of training")
     ap.add_argument("--out", default=str(out_dir() / "quality"))
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
@@ -184,7 +158,13 @@ def main() -> None:
     run = out / f"lucidmt-{a.preset}-{int(a.minutes)}min-{int(time.time())}"
 
     rows = []
-    ckpt, info = train_lucidmt(prep, run, a)
+    if a.lucidmt_run:  # a run trained earlier by this script: its choices were recorded in selection.json
+        run = Path(a.lucidmt_run)
+        info = json.loads((run / "selection.json").read_text())
+        ckpt = run / info["checkpoint"]
+    else:
+        ckpt, info = train_lucidmt(prep, run, a)
+        (run / "selection.json").write_text(json.dumps(info, indent=2))
     tr = Translator.load(ckpt, device=a.device)
     hyps = tr.translate(test.src, beam_size=info["beam"], length_penalty=info["length_penalty"])
     (run / "test_2016_flickr.hyp.de").write_text("\n".join(hyps) + "\n", encoding="utf-8")

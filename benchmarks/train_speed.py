@@ -25,7 +25,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from _common import hardware, out_dir, prepared_multi30k
+from _common import hardware, hf_marian, out_dir, prepared_multi30k
 from lucidmt.config import preset
 from lucidmt.data.batching import collate, lengths, make_batches
 from lucidmt.data.prepare import Prepared
@@ -33,34 +33,6 @@ from lucidmt.model import Seq2Seq, count_parameters
 from lucidmt.train.loss import Seq2SeqLoss
 
 PEAK_BF16 = 989e12  # H100/H200 SXM dense bf16, FLOP/s
-
-
-def hf_model(cfg, vocab: int):
-    from transformers import MarianConfig, MarianMTModel
-
-    hc = MarianConfig(
-        vocab_size=vocab,
-        decoder_vocab_size=vocab,
-        d_model=cfg.d_model,
-        encoder_layers=cfg.encoder_layers,
-        decoder_layers=cfg.decoder_layers,
-        encoder_attention_heads=cfg.n_heads,
-        decoder_attention_heads=cfg.n_heads,
-        encoder_ffn_dim=cfg.ffn_dim,
-        decoder_ffn_dim=cfg.ffn_dim,
-        dropout=cfg.dropout,
-        attention_dropout=0.0,
-        activation_dropout=0.0,
-        activation_function="relu",
-        max_position_embeddings=cfg.max_positions,
-        pad_token_id=0,
-        eos_token_id=3,
-        decoder_start_token_id=2,
-        scale_embedding=True,
-        share_encoder_decoder_embeddings=True,
-        tie_word_embeddings=True,
-    )
-    return MarianMTModel(hc)
 
 
 class Runner:
@@ -153,7 +125,7 @@ def main() -> None:
             ours = torch.compile(ours, dynamic=True)
         runners = [
             Runner("lucidmt", ours, lucid_loss, device, amp),
-            Runner("HF Marian", hf_model(cfg, vocab), hf_loss, device, amp),
+            Runner("HF Marian", hf_marian(cfg, vocab, cfg.dropout, attention_dropout=0.0), hf_loss, device, amp),
         ]
         params = count_parameters(ours)
         for r in runners:
