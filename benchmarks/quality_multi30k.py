@@ -44,6 +44,8 @@ def train_lucidmt(prep: Path, run: Path, a) -> tuple[Path, dict]:
     cfg.update(read_config_dict(ROOT / "recipes" / "multi30k-small.yaml"))
     cfg.train.schedule, cfg.train.max_minutes, cfg.train.max_tokens = "cosine", a.minutes, a.max_tokens
     cfg.train.warmup_steps, cfg.train.valid_every = a.warmup, a.valid_every
+    if a.lr:
+        cfg.train.lr = a.lr
     cfg.validate()
     t0 = time.perf_counter()
     result = train(prep, run, cfg, device=a.device, progress=False, log=print)
@@ -144,6 +146,7 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=400)
     ap.add_argument("--valid-every", type=int, default=250)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--lr", type=float, help="lucidmt's peak learning rate (default: the recipe's)")
     ap.add_argument("--peer-lr", type=float, default=1e-3)
     ap.add_argument("--skip-peer", action="store_true")
     ap.add_argument("--lucidmt-run", help="score this finished lucidmt run (its summary.json) instead of training")

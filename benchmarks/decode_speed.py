@@ -1,0 +1,294 @@
+"""Translation speed: lucidmt's native beam search (fp32, int8) beside Hugging Face `generate` and CTranslate2,
+all running the same base-preset weights, in one process, on the 1,000 sentences of Multi30k test_2016_flickr.
+
+    python benchmarks/decode_speed.py --random                 # random base weights, every output 32 tokens
+    python benchmarks/decode_speed.py --model RUN              # a trained base model (realistic lengths)
+    python benchmarks/decode_speed.py --train-minutes 30       # train a base model first (then as --model)
+
+The weights reach the peers through lucidmt's own exports (`export --to huggingface`, `--to ctranslate2`).
+Engines: native fp32 / int8 (`Translator.load(quantize=...)`), HF `generate` fp32 and with torch dynamic int8
+(`quantize_dynamic` on its nn.Linear layers), CTranslate2 fp32 / int8 through `Translator.load(engine="ct2")`,
+and CTranslate2 called directly on pre-tokenised input with the same search options (the reference for the
+engine's overhead). Every engine gets beam 4, batches of 32 sentences sorted by length (HF and CTranslate2 too),
+`--threads` threads (torch.set_num_threads, CTranslate2 intra_threads). With --random, eos gets a -30 logit bias
+and the length limit is 32 tokens, so every engine produces exactly 32 tokens per sentence (the setting of the
+issue's reference figures). glibc's allocator is tuned process-wide (`lucidmt.runtime.tune_allocator`), so
+it applies to every engine alike. Each round runs every engine once, in a rotated order; the table shows the
+best round per engine (the least disturbed by other processes), target tokens/s = output subwords (eos
+excluded) / seconds, and how many outputs equal native fp32's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+import warnings
+from pathlib import Path
+
+import torch
+
+from _common import hardware, out_dir, prepared_multi30k
+from lucidmt.config import preset
+from lucidmt.data.corpus import load_dataset
+from lucidmt.data.tokenizer import Tokenizer
+from lucidmt.decode.translator import Translator
+from lucidmt.model import Seq2Seq
+from lucidmt.runtime import tune_allocator
+from lucidmt.train.checkpoint import load_checkpoint, resolve_checkpoint, save_checkpoint
+
+FORCED = 32  # --random: tokens per output
+
+
+def random_model(folder: Path, data: Path) -> Path:
+    tok = Tokenizer(data / "tokenizer")
+    cfg = preset("base")
+    cfg.model.src_vocab_size = cfg.model.tgt_vocab_size = tok.src.get_piece_size()
+    cfg.model.final_logits_bias = True
+    cfg.data.src_lang, cfg.data.tgt_lang = "en", "de"
+    torch.manual_seed(0)
+    model = Seq2Seq(cfg.model).eval()
+    with torch.no_grad():
+        model.logits_bias[cfg.model.eos_id] = -30.0  # no output ends before the limit, in any engine
+    return save_checkpoint(folder, model, cfg, tok)
+
+
+def train_model(folder: Path, data: Path, minutes: float) -> Path:
+    from lucidmt.train.trainer import train
+
+    cfg = preset("base")
+    cfg.model.dropout = 0.1
+    t = cfg.train
+    t.max_minutes, t.schedule, t.lr, t.warmup_steps, t.max_tokens = minutes, "cosine", 8e-4, 500, 4096
+    t.valid_every, t.valid_max_sentences, t.keep_last = 400, 300, 1
+    train(data, folder, cfg, progress=True)
+    return resolve_checkpoint(folder)
+
+
+class Engine:
+    """One way of translating the corpus; `run` returns the outputs as target-id lists."""
+
+    def __init__(self, name: str, precision: str, run):
+        self.name, self.precision, self.run = name, precision, run
+        self.seconds: list[float] = []
+        self.outputs: list[list[int]] = []
+
+
+def native(ckpt: Path, quantize: str | None, opts: dict, batch: int) -> Engine:
+    tr = Translator.load(ckpt, device="cpu", quantize=quantize, max_batch_size=batch, max_batch_tokens=10**9)
+
+    def run(texts):
+        return [t.best.token_ids for t in tr.translate_batch(texts, **opts)]
+
+    return Engine("lucidmt native", quantize or "fp32", run)
+
+
+def ct2_engine(export: Path, quantize: str | None, opts: dict, batch: int, threads: int) -> Engine:
+    tr = Translator.load(export, engine="ct2", quantize=quantize, threads=threads, max_batch_size=batch,
+                         max_batch_tokens=10**9)  # fmt: skip
+
+    def run(texts):
+        return [t.best.token_ids for t in tr.translate_batch(texts, **opts)]
+
+    return Engine("CTranslate2 via lucidmt", quantize or "fp32", run)
+
+
+def ct2_direct(export: Path, compute_type: str, opts: dict, batch: int, threads: int, tokenizer, limit: int):
+    """CTranslate2's own API (SentencePiece pieces in, pieces out) with the options lucidmt's engine passes."""
+    import ctranslate2
+
+    from lucidmt.decode.search import DecodeOptions
+    from lucidmt.interop.ctranslate2 import CT2Engine
+
+    engine = CT2Engine(export, "cpu", None, threads)  # only to read the vocabularies and the option mapping
+    translator = ctranslate2.Translator(str(export), device="cpu", compute_type=compute_type, intra_threads=threads)
+    d = DecodeOptions(**opts)
+    kw = engine.options([[0] * limit], d)  # one length limit for the whole call
+    tgt_ids = engine.tgt_ids
+
+    def run(texts):
+        pieces = [p + ["</s>"] for p in tokenizer.src.encode(texts, out_type=str)]  # SentencePiece, as users do
+        results = translator.translate_batch(pieces, max_batch_size=batch, **kw)
+        out = []
+        for r in results:
+            best = max(range(len(r.scores)), key=lambda k: r.scores[k] / ((5 + len(r.hypotheses[k]) + 1) / 6) ** 0.6)
+            out.append([tgt_ids[p] for p in r.hypotheses[best]])
+        return out
+
+    return Engine("CTranslate2 direct", {"int8": "int8"}.get(compute_type, "fp32"), run)
+
+
+def hf_engine(export: Path, quantize: bool, batch: int, beam: int, max_new: int | None) -> Engine:
+    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+    model = AutoModelForSeq2SeqLM.from_pretrained(export).eval()
+    tok = AutoTokenizer.from_pretrained(export)
+    if quantize:
+        from torch.ao.quantization import quantize_dynamic
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model = quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+    specials = {model.config.pad_token_id, model.config.eos_token_id, model.config.decoder_start_token_id}
+
+    def run(texts):
+        order = sorted(range(len(texts)), key=lambda i: len(tok(texts[i]).input_ids))
+        out: list[list[int] | None] = [None] * len(texts)
+        with torch.inference_mode():
+            for s in range(0, len(order), batch):
+                idx = order[s : s + batch]
+                enc = tok([texts[i] for i in idx], return_tensors="pt", padding=True)
+                limit = max_new or int(1.5 * enc.input_ids.size(1) + 10)
+                gen = model.generate(**enc, num_beams=beam, max_new_tokens=limit, do_sample=False)
+                for i, row in zip(idx, gen.tolist(), strict=True):
+                    out[i] = [t for t in row if t not in specials]
+        return out
+
+    return Engine("HF generate", "int8" if quantize else "fp32", run)
+
+
+ENGINES = ("native", "native-int8", "hf", "hf-int8", "ct2", "ct2-int8", "ct2-direct", "ct2-int8-direct")
+
+
+def make_engine(name: str, spec: dict) -> Engine:
+    ckpt, hf_dir, ct2_dir = Path(spec["ckpt"]), Path(spec["hf"]), Path(spec["ct2"])
+    opts, batch, threads, beam = spec["opts"], spec["batch"], spec["threads"], spec["opts"]["beam_size"]
+    if name == "native":
+        return native(ckpt, None, opts, batch)
+    if name == "native-int8":
+        return native(ckpt, "int8", opts, batch)
+    if name in ("hf", "hf-int8"):
+        return hf_engine(hf_dir, name == "hf-int8", batch, beam, spec["hf_new"])
+    if name in ("ct2", "ct2-int8"):
+        return ct2_engine(ct2_dir, "int8" if name == "ct2-int8" else None, opts, batch, threads)
+    tok = Tokenizer(ckpt / "tokenizer")
+    return ct2_direct(ct2_dir, "int8" if "int8" in name else "float32", opts, batch, threads, tok, spec["limit"])
+
+
+def worker(name: str, spec_file: Path, out_file: Path) -> None:
+    """One timed pass of one engine in a fresh process: PyTorch and CTranslate2 each bring their own OpenMP
+    runtime, and sharing a process slows PyTorch by ~25% on 2 cores, so no engine runs beside another."""
+    spec = json.loads(spec_file.read_text())
+    torch.set_num_threads(spec["threads"])
+    tune_allocator()
+    texts = spec["texts"]
+    e = make_engine(name, spec)
+    e.run(texts[: 2 * spec["batch"]])  # warm-up: first calls allocate, load kernels
+    t0 = time.perf_counter()
+    outputs = e.run(texts)
+    seconds = time.perf_counter() - t0
+    out_file.write_text(json.dumps({"name": e.name, "precision": e.precision, "seconds": seconds, "outputs": outputs}))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    src = ap.add_mutually_exclusive_group(required=True)
+    src.add_argument("--random", action="store_true", help="random base weights, outputs forced to 32 tokens")
+    src.add_argument("--model", help="a trained base-preset run or checkpoint")
+    src.add_argument("--train-minutes", type=float, help="train a base model on Multi30k first")
+    src.add_argument("--worker", nargs=3, metavar=("ENGINE", "SPEC", "OUT"), help=argparse.SUPPRESS)
+    ap.add_argument("--sentences", type=int, default=1000)
+    ap.add_argument("--beam", type=int, default=4)
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--engines", default=",".join(ENGINES))
+    a = ap.parse_args()
+    if a.worker:
+        return worker(a.worker[0], Path(a.worker[1]), Path(a.worker[2]))
+
+    import subprocess
+    import sys
+
+    torch.set_num_threads(a.threads)
+    work = out_dir() / "decode_speed"
+    data = prepared_multi30k(out_dir() / "m30k-en-de")
+    if a.random:
+        ckpt, what = random_model(work / "random-base", data), "random base-preset weights, every output 32 tokens"
+    elif a.model:
+        ckpt, what = resolve_checkpoint(a.model), f"trained base-preset model {a.model}"
+    else:
+        ckpt = train_model(work / "trained-base", data, a.train_minutes)
+        what = f"base-preset model trained {a.train_minutes:g} min on Multi30k en-de"
+    model, cfg, tok = load_checkpoint(ckpt)
+    assert (cfg.model.d_model, cfg.model.encoder_layers) == (512, 6), "the benchmark runs the base preset"
+    del model
+
+    from lucidmt.interop.ctranslate2 import export_ctranslate2
+    from lucidmt.interop.huggingface import export_huggingface
+
+    hf_dir = export_huggingface(ckpt, work / "export-hf")
+    ct2_dir = export_ctranslate2(ckpt, work / "export-ct2")
+    texts = load_dataset("multi30k", "test_2016_flickr", "en", "de").src[: a.sentences]
+    opts = dict(beam_size=a.beam, length_penalty=0.6)
+    if a.random:
+        opts |= dict(max_len_a=0.0, max_len_b=FORCED + 1)  # the limit counts the eos
+    longest = max(len(x) for x in tok.encode_src(texts)) + 1
+    spec = dict(
+        ckpt=str(ckpt), hf=str(hf_dir), ct2=str(ct2_dir), opts=opts, batch=a.batch, threads=a.threads, texts=texts,
+        hf_new=FORCED + 1 if a.random else None,  # 32 tokens + the forced eos
+        limit=FORCED + 1 if a.random else int(1.5 * longest + 10),
+    )  # fmt: skip
+    spec_file = work / "spec.json"
+    spec_file.write_text(json.dumps(spec))
+    names = [n for n in a.engines.split(",") if n]
+    unknown = set(names) - set(ENGINES)
+    if unknown:
+        raise SystemExit(f"unknown engines {sorted(unknown)}; choose from {', '.join(ENGINES)}")
+    results: dict[str, dict] = {}
+    for r in range(a.rounds):
+        for n in names[r % len(names) :] + names[: r % len(names)]:
+            out = work / f"pass-{n}.json"
+            cmd = [sys.executable, __file__, "--worker", n, str(spec_file), str(out)]
+            subprocess.run(cmd, check=True, stderr=subprocess.DEVNULL)
+            res = json.loads(out.read_text())
+            entry = results.setdefault(n, res | {"seconds": []})
+            entry["seconds"].append(res["seconds"])
+            entry["outputs"] = res["outputs"]
+            tok_s = sum(map(len, res["outputs"])) / res["seconds"]
+            print(f"round {r + 1} {n:16s} {res['seconds']:7.1f} s {tok_s:8.1f} tok/s", flush=True)
+
+    def rate(n):
+        e = results[n]
+        return sum(map(len, e["outputs"])) / min(e["seconds"])
+
+    ref = results.get("native")
+    hf = rate("hf") if "hf" in results else None
+    direct = {"fp32": rate("ct2-direct") if "ct2-direct" in results else None}
+    direct["int8"] = rate("ct2-int8-direct") if "ct2-int8-direct" in results else None
+    rows = []
+    for n in names:
+        e = results[n]
+        r = rate(n)
+        vs_hf = f"{r / hf:.2f}x" if hf else "n/a"
+        vs_ct2 = "n/a"
+        if n.startswith("ct2") and not n.endswith("direct") and direct.get(e["precision"]):
+            vs_ct2 = f"{r / direct[e['precision']]:.3f}x"
+        same = "n/a"
+        if ref is not None:
+            equal = sum(x == y for x, y in zip(e["outputs"], ref["outputs"], strict=True))
+            same = f"{100 * equal / len(texts):.1f}%"
+        rows.append(f"| {e['name']} | {e['precision']} | {r:,.0f} | {vs_hf} | {vs_ct2} | {same} |")
+    header = (
+        f"Decoding speed, {len(texts)} sentences of Multi30k test_2016_flickr (en→de), {what}; beam {a.beam}, "
+        f"batches of {a.batch} length-sorted sentences, CPU {hardware()}, each engine in its own process, best "
+        f"of {a.rounds} rounds; target tokens/s (eos excluded); tuned glibc allocator for all engines."
+    )
+    table = "\n".join(
+        [
+            header,
+            "",
+            "| engine | precision | target tokens/s | vs HF generate fp32 | vs CTranslate2 direct | = native fp32 |",
+            "|---|---|---:|---:|---:|---:|",
+            *rows,
+        ]
+    )
+    print()
+    print(table)
+    (work / "table.md").write_text(table + "\n")
+    raw = {n: {"seconds": e["seconds"], "tokens": sum(map(len, e["outputs"]))} for n, e in results.items()}
+    (work / "raw.json").write_text(json.dumps({"what": what, "opts": opts, "engines": raw}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
