@@ -20,6 +20,7 @@ from pathlib import Path
 import sentencepiece as spm
 
 from ..errors import CheckpointError, ConfigurationError
+from ..io import sha256_file
 
 CJK_LANGS = {"zh", "ja", "ko", "cmn", "yue"}
 
@@ -174,19 +175,20 @@ class Tokenizer:
 
 
 def find_tokenizer(path: str | Path) -> Path:
-    """The tokenizer folder of a tokenizer folder, a prepared-data folder, a checkpoint or a run (its best)."""
+    """The tokenizer folder of a tokenizer folder, a prepared-data folder, a checkpoint or a run (as
+    `resolve_checkpoint` picks its checkpoint)."""
+    from ..train.checkpoint import resolve_checkpoint  # here: the checkpoint module imports this one
+
     path = Path(path)
-    for cand in (path, path / "tokenizer", path / "best" / "tokenizer"):
+    for cand in (path, path / "tokenizer"):
         if (cand / "tokenizer.json").exists():
             return cand
-    raise CheckpointError(f"{path}: no tokenizer here (expected a tokenizer, prepared-data, checkpoint or run folder)")
+    return resolve_checkpoint(path) / "tokenizer"
 
 
 def tokenizer_fingerprint(tok: Tokenizer) -> dict[str, str]:
     """sha256 of every file that decides the ids: two tokenizers with equal fingerprints encode alike."""
-    import hashlib
-
-    return {name: hashlib.sha256((tok.folder / name).read_bytes()).hexdigest() for name in tok.files()}
+    return {name: sha256_file(tok.folder / name) for name in tok.files()}
 
 
 def train_sentencepiece(

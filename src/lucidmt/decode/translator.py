@@ -200,7 +200,7 @@ class Translator:
         """Forced decoding: log-probability of each target token (eos included) given its source."""
         out: list[list[float]] = []
         if self.engine is not None:
-            src = [self._encode_sources([s])[0][0] + [self.tokenizer.eos_id] for s in sources]
+            src = [ids + [self.tokenizer.eos_id] for ids in self._encode_sources(list(sources))[0]]
             tgt = [t[: self.max_positions - 1] for t in self.tokenizer.encode_tgt(list(targets))]
             return self.engine.score(src, tgt)
         with torch.inference_mode():

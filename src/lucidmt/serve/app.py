@@ -160,7 +160,7 @@ def _request_models(limits: Limits) -> tuple[type[BaseModel], type[BaseModel]]:
         texts: list[Text] = Field(max_length=limits.max_texts, description="raw sentences; empty ones stay empty")
         n_best: Int = Field(1, ge=1, le=limits.max_beam, description="hypotheses per text (<= beam_size)")
         sampling: bool = False
-        # lower bounds keep sampling away from float32 underflow (a 1e-300 top_p or temperature gives NaNs)
+        # API bounds; the search itself stays finite below them (the best token survives any top_p/temperature)
         temperature: float = Field(1.0, ge=0.01, le=100)
         top_k: Int = Field(0, ge=0, le=1_000_000)
         top_p: float = Field(1.0, ge=0.001, le=1)
