@@ -268,3 +268,17 @@ def test_chunked_topk_equals_torch_topk():
         finite = v > float("-inf")  # a -inf value may come with any valid index, as with torch.topk
         assert bool((i < n).all()) and torch.equal(x.gather(1, i)[finite], v[finite])
         assert torch.equal(i[2:], ri[2:])  # distinct values: the same indices
+
+
+def test_translate_cli_with_and_without_packed_weights(memorised, tmp_path, capsys):
+    from lucidmt.cli import main
+
+    run, src, tgt = memorised
+    (tmp_path / "in.txt").write_text("\n".join(src[:5]) + "\n")
+    outs = []
+    for extra in ([], ["--no-prepack"]):
+        assert main(["translate", str(run), "-i", str(tmp_path / "in.txt"), "--device", "cpu", *extra]) == 0
+        outs.append(capsys.readouterr().out)
+    assert outs[0] == outs[1] and outs[0].splitlines() == tgt[:5]
+    plain = Translator.load(run, device="cpu", prepack=False).model
+    assert type(plain.decoder.layers[0].ffn.fc1) is torch.nn.Linear

@@ -449,6 +449,8 @@ def test_cli_passes_engine_and_limits_through(monkeypatch, memorised):
     assert limits.max_chars == 50 and limits.batching is False
     assert main(["serve", run, "--engine", "ct2", "--quantize", "int8"]) == 0
     assert seen["load"] == {"engine": "ct2", "quantize": "int8"}
+    assert main(["serve", run, "--no-prepack"]) == 0
+    assert seen["load"] == {"prepack": False}
 
 
 def test_cli_rejects_impossible_limits(memorised, capsys):

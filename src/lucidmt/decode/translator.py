@@ -93,6 +93,7 @@ class Translator:
         quantize: str | None = None,
         engine: str = "native",
         threads: int = 0,
+        prepack: bool = True,
         **kwargs,
     ) -> Translator:
         """Load a run folder (its best checkpoint) or a checkpoint folder.
@@ -101,7 +102,8 @@ class Translator:
         `quantize`: "int8" (dynamic int8 linear layers, CPU), "bf16" or "fp16" (CUDA); None keeps fp32.
         `engine="ct2"` decodes with CTranslate2: `path` is then a folder from `lucidmt export --to ctranslate2`
         or a checkpoint, converted on the fly; `quantize` picks CTranslate2's compute type (also "int16"), and
-        `threads` its intra-op threads (0: as many as torch uses). `kwargs` go to the constructor (batching).
+        `threads` its intra-op threads (0: as many as torch uses). `prepack` (CPU fp32): keep the decoder's
+        weights in MKL's packed GEMM layout, 10-20% faster for extra memory. `kwargs` go to the constructor.
         """
         from ..errors import ConfigurationError
         from ..train.checkpoint import load_checkpoint, resolve_checkpoint
@@ -121,13 +123,14 @@ class Translator:
         device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         folder = resolve_checkpoint(path)
         model, cfg, tok = load_checkpoint(folder, device)
-        model = for_inference(model, quantize)
+        model = for_inference(model, quantize, prepack=prepack)
         factory = None
         if checkpoints:
             from .search import EnsembleScorer
 
             members = [model] + [
-                for_inference(load_checkpoint(resolve_checkpoint(p), device)[0], quantize) for p in checkpoints
+                for_inference(load_checkpoint(resolve_checkpoint(p), device)[0], quantize, prepack=prepack)
+                for p in checkpoints
             ]
             factory = lambda: EnsembleScorer([ModelScorer(m) for m in members])
         tr = cls(model, tok, cfg, device, scorer_factory=factory, **kwargs)

@@ -28,6 +28,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     p.add_argument("--engine", help="decoding engine, passed to Translator.load (e.g. ct2)")
     p.add_argument("--quantize", help="weight quantisation, passed to Translator.load (e.g. int8)")
+    p.add_argument("--no-prepack", action="store_true", help="CPU fp32: no packed decoder weights (less memory)")
     p.add_argument("--threads", type=int, help="PyTorch intra-op threads (default: PyTorch's choice)")
     g = p.add_argument_group("bounds")
     g.add_argument("--max-chars", type=int, default=_D.max_chars, help="characters per text")
@@ -89,6 +90,8 @@ def cmd_serve(a) -> int:
         torch.set_num_threads(a.threads)
     # engine/quantize only when given, so this works with Translators that predate them
     extra = {k: v for k, v in (("engine", a.engine), ("quantize", a.quantize)) if v is not None}
+    if a.no_prepack:
+        extra["prepack"] = False
     try:
         translator = Translator.load(a.run, device=a.device, **extra)
     except TypeError as exc:
