@@ -6,7 +6,7 @@
 fp32 on CPU: the decoder's linear layers and the output projection run once per step on the same weights, and
 a plain GEMM re-packs its weight matrix into the kernel's layout on every call. `PackedLinear` packs once
 (MKL's packed-GEMM format, the one TorchInductor's frozen graphs use) and gives bit-identical results 10-20%
-faster at decoding sizes, for about 2-3x the memory of those weights. Gradients (explanations) take the
+faster at decoding sizes, for 1.7-3.4x the memory of those weights. Gradients (explanations) take the
 ordinary path. Off with `for_inference(..., prepack=False)` or when PyTorch is built without MKL.
 
 int8 is PyTorch's dynamic quantization (fbgemm/x86 kernels): weights are stored int8 with one scale per output
