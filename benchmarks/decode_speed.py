@@ -30,13 +30,13 @@ from pathlib import Path
 import torch
 
 from _common import hardware, out_dir, prepared_multi30k
-from lucidmt.config import preset
+from lucidmt.config import preset, read_config_dict
 from lucidmt.data.corpus import load_dataset
 from lucidmt.data.tokenizer import Tokenizer
 from lucidmt.decode.translator import Translator
 from lucidmt.model import Seq2Seq
 from lucidmt.runtime import tune_allocator
-from lucidmt.train.checkpoint import load_checkpoint, resolve_checkpoint, save_checkpoint
+from lucidmt.train.checkpoint import resolve_checkpoint, save_checkpoint
 
 FORCED = 32  # --random: tokens per output
 
@@ -71,8 +71,6 @@ class Engine:
 
     def __init__(self, name: str, precision: str, run):
         self.name, self.precision, self.run = name, precision, run
-        self.seconds: list[float] = []
-        self.outputs: list[list[int]] = []
 
 
 def native(ckpt: Path, quantize: str | None, opts: dict, batch: int) -> Engine:
@@ -112,7 +110,8 @@ def ct2_direct(export: Path, compute_type: str, opts: dict, batch: int, threads:
         results = translator.translate_batch(pieces, max_batch_size=batch, **kw)
         out = []
         for r in results:
-            best = max(range(len(r.scores)), key=lambda k: r.scores[k] / ((5 + len(r.hypotheses[k]) + 1) / 6) ** 0.6)
+            lp = d.length_penalty  # ranked as lucidmt's engine ranks (GNMT penalty, the eos counted)
+            best = max(range(len(r.scores)), key=lambda k: r.scores[k] / ((5 + len(r.hypotheses[k]) + 1) / 6) ** lp)
             out.append([tgt_ids[p] for p in r.hypotheses[best]])
         return out
 
@@ -215,9 +214,9 @@ def main() -> None:
     else:
         ckpt = train_model(work / "trained-base", data, a.train_minutes)
         what = f"base-preset model trained {a.train_minutes:g} min on Multi30k en-de"
-    model, cfg, tok = load_checkpoint(ckpt)
-    assert (cfg.model.d_model, cfg.model.encoder_layers) == (512, 6), "the benchmark runs the base preset"
-    del model
+    m = read_config_dict(ckpt / "config.yaml")["model"]
+    assert (m["d_model"], m["encoder_layers"]) == (512, 6), "the benchmark runs the base preset"
+    tok = Tokenizer(ckpt / "tokenizer")
 
     from lucidmt.interop.ctranslate2 import export_ctranslate2
     from lucidmt.interop.huggingface import export_huggingface

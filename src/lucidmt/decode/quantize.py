@@ -40,8 +40,8 @@ def for_inference(model: Seq2Seq, quantize: str | None, copy_model: bool = False
     quantize = quantize or "none"
     if quantize not in QUANTIZE_CHOICES:
         raise ConfigurationError(f"quantize={quantize!r}: expected one of {', '.join(QUANTIZE_CHOICES)}")
-    device = next(model.parameters()).device
-    fp32_cpu = device.type == "cpu" and next(model.parameters()).dtype == torch.float32
+    first = next(model.parameters())
+    device, fp32_cpu = first.device, first.device.type == "cpu" and first.dtype == torch.float32
     if quantize == "none" and not (prepack and fp32_cpu and packing_available()):
         return model.eval()
     if copy_model:
@@ -75,11 +75,14 @@ class PackedLinear(nn.Module):
         # an opaque MKL tensor: a plain attribute (not a buffer), rebuilt on copy
         self.packed = torch.ops.mkl._mkl_reorder_linear_weight(self.weight.detach(), rows)
 
-    def __deepcopy__(self, memo: dict) -> PackedLinear:
+    def linear(self) -> nn.Linear:
+        """The plain nn.Linear over the same parameters."""
         linear = nn.Linear(self.in_features, self.out_features, bias=self.bias is not None)
-        linear.weight = copy.deepcopy(self.weight, memo)
-        linear.bias = copy.deepcopy(self.bias, memo)
-        return PackedLinear(linear, self.rows)
+        linear.weight, linear.bias = self.weight, self.bias
+        return linear
+
+    def __deepcopy__(self, memo: dict) -> PackedLinear:
+        return PackedLinear(copy.deepcopy(self.linear(), memo), self.rows)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad):
@@ -98,26 +101,28 @@ def _prepack(model: Seq2Seq) -> Seq2Seq:
             for name, child in list(parent.named_children()):
                 if isinstance(child, nn.Linear) and not (parent is layer.cross_attn and name == "kv"):
                     setattr(parent, name, PackedLinear(child))
-    output = nn.Linear(model.cfg.d_model, model.cfg.tgt_vocab_size, bias=model.logits_bias is not None)
-    output.weight = nn.Parameter(model.output_weight().detach(), requires_grad=False)
-    if model.logits_bias is not None:
-        output.bias = nn.Parameter(model.logits_bias.detach(), requires_grad=False)
-    model.decode_projection = PackedLinear(output)
-    model.quantized = "fp32-packed"
+    model.decode_projection = PackedLinear(_output_linear(model))
     return model
 
 
-def _unpack(model: Seq2Seq) -> Seq2Seq:
+def _unpack(model: Seq2Seq) -> None:
     """Undo `_prepack`: plain nn.Linear layers again (which dynamic quantization recognises)."""
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
             if isinstance(child, PackedLinear):
-                linear = nn.Linear(child.in_features, child.out_features, bias=child.bias is not None)
-                linear.weight, linear.bias = child.weight, child.bias
-                setattr(parent, name, linear)
+                setattr(parent, name, child.linear())
     if isinstance(getattr(model, "decode_projection", None), PackedLinear):
         del model.decode_projection
-    return model
+
+
+def _output_linear(model: Seq2Seq) -> nn.Linear:
+    """The output projection of decoding (the target embedding when tied, and final_logits_bias) as an
+    nn.Linear over the model's own tensors: the tied projection is not a module of the model."""
+    output = nn.Linear(model.cfg.d_model, model.cfg.tgt_vocab_size, bias=model.logits_bias is not None)
+    output.weight = nn.Parameter(model.output_weight().detach(), requires_grad=False)
+    if model.logits_bias is not None:
+        output.bias = nn.Parameter(model.logits_bias.detach(), requires_grad=False)
+    return output
 
 
 def _int8(model: Seq2Seq) -> Seq2Seq:
@@ -127,11 +132,7 @@ def _int8(model: Seq2Seq) -> Seq2Seq:
     _unpack(model)
     with warnings.catch_warnings():  # torch.ao.quantization announces its move to torchao; the kernels are here
         warnings.simplefilter("ignore")
-        output = nn.Linear(model.cfg.d_model, model.cfg.tgt_vocab_size, bias=model.logits_bias is not None)
-        with torch.no_grad():
-            output.weight.copy_(model.output_weight())
-            if model.logits_bias is not None:
-                output.bias.copy_(model.logits_bias)
+        output = _output_linear(model)  # quantized below into a copy of its own
         # by name, so that an untied `output` Linear stays fp32 for `Seq2Seq.project` (scoring, explaining)
         spec = {n: per_channel_dynamic_qconfig for n, m in model.named_modules() if isinstance(m, nn.Linear)}
         spec.pop("output", None)
@@ -145,6 +146,6 @@ def _int8(model: Seq2Seq) -> Seq2Seq:
 
 def precision(model: Seq2Seq) -> str:
     """What `for_inference` made of the model: int8, bf16, fp16 or fp32 (for signatures and logs)."""
-    if getattr(model, "quantized", None) == "int8":
-        return "int8"
+    if getattr(model, "quantized", None):
+        return model.quantized
     return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(next(model.parameters()).dtype, "fp32")
