@@ -102,13 +102,15 @@ def test_translate_alignments_match_explain(reverser):
 
 
 def test_integrated_gradients_are_complete(reverser):
-    """Completeness: each target token's attributions sum to log p(input) - log p(baseline). With 128
-    Gauss-Legendre steps the quadrature error must be under 1% of that gain (plus 1e-3)."""
+    """Completeness: each target token's attributions sum to log p(input) - log p(baseline). With 256
+    Gauss-Legendre steps the quadrature error must be under 1% of that gain (plus 1e-3). (The integrand has
+    ReLU kinks, so the error falls unevenly with the steps: for some trainings of this model it is over 1% at
+    128 steps, while 256 bring it well under.)"""
     tr, _ = reverser
     tok = tr.tokenizer
     src = torch.tensor(tok.encode_src(["kiwi apple olive fig"])[0] + [tok.eos_id])
     tgt = tok.encode_tgt(["fig olive apple kiwi"])[0]
-    ig = integrated_gradients(tr.model, src, torch.tensor([tok.bos_id] + tgt), torch.tensor(tgt + [tok.eos_id]), 128)
+    ig = integrated_gradients(tr.model, src, torch.tensor([tok.bos_id] + tgt), torch.tensor(tgt + [tok.eos_id]), 256)
     gain = ig.logprob - ig.baseline_logprob
     assert np.all(np.abs(ig.attributions.sum(1) - gain - ig.delta) < 1e-4)  # delta is what it says it is
     assert np.all(np.abs(ig.delta) <= 0.01 * np.abs(gain) + 1e-3)

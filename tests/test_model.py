@@ -3,7 +3,7 @@ import torch
 
 from lucidmt.config import preset
 from lucidmt.model import Seq2Seq, count_parameters
-from lucidmt.model.transformer import dropout, padding_mask, sinusoidal_table
+from lucidmt.model.transformer import Memory, dropout, padding_mask, sinusoidal_table
 
 
 def make(seed=0, **overrides):
@@ -78,6 +78,39 @@ def test_padding_does_not_change_a_sentence(overrides):
         ref = model(alone_src, alone_tgt)
         mixed = model(torch.cat([long_src, other_src]), torch.cat([long_tgt, other_tgt]))
     torch.testing.assert_close(mixed[0:1, :4], ref, atol=1e-5, rtol=0)
+
+
+def padded_encoder(model, src):
+    """The encoder run in the padded (B, S, D) layout throughout, as before packing existed."""
+    enc, mask = model.encoder, padding_mask(src, model.cfg.pad_id)
+    x = enc.embed(src)
+    for layer in enc.layers:
+        x, _ = layer(x, mask)
+    return Memory(enc.norm(x) if enc.norm is not None else x, mask)
+
+
+@pytest.mark.parametrize("overrides", [{}, {"norm": "post", "activation": "swish"}])
+def test_packed_encoder_equals_padded_layout_values_and_gradients(overrides):
+    """The encoder skips padding positions (its stream is (N, D) for the N real tokens): states at real positions,
+    the decoder's logits and every parameter gradient equal those of the padded layout; padding states are 0."""
+    src, tgt = batch()
+    assert (src == 0).any()  # the batch has padding, so packing is used
+    grads, outs = [], []
+    for packed in (True, False):
+        model = make(**overrides)
+        memory = model.encode(src) if packed else padded_encoder(model, src)
+        if packed:
+            assert memory.packing is not None and memory.packed.size(0) == int((src != 0).sum())
+            assert float(memory.states.detach()[src == 0].abs().max()) == 0.0
+        logits = model.project(model.decode(tgt, memory).hidden)
+        (logits.square().mean() + memory.states[src != 0].sum()).backward()
+        outs.append((memory.states[src != 0].detach(), logits.detach()))
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+    torch.testing.assert_close(outs[0][0], outs[1][0], atol=1e-5, rtol=0)
+    torch.testing.assert_close(outs[0][1], outs[1][1], atol=1e-5, rtol=0)
+    assert grads[0].keys() == grads[1].keys() and len(grads[0]) > 10
+    for name in grads[0]:
+        torch.testing.assert_close(grads[0][name], grads[1][name], atol=1e-5, rtol=1e-4, msg=name)
 
 
 def test_future_target_tokens_do_not_change_earlier_logits():
