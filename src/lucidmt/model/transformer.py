@@ -6,6 +6,7 @@ Masks are booleans where True means "may attend", built only by `padding_mask` b
   * source padding mask: (B, 1, 1, S), broadcast over heads and queries;
   * decoder self-attention uses the causal mask alone: sequences are right-padded, so a real target position t
     only ever sees positions <= t, which are real tokens. Padded query rows produce values that the loss ignores.
+The encoder does not compute padded positions at all: its stream is packed to the real tokens (see `Packing`).
 
 Every block is written for both layer-norm placements:
   pre-norm  (default):  x = x + Dropout(Sublayer(LayerNorm(x)));   a final LayerNorm closes each stack
