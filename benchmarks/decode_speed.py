@@ -17,6 +17,12 @@ it applies to every engine alike, except the extra row `hf-glibc`: HF `generate`
 glibc's defaults (ratios are against the tuned HF row). Each round runs every engine once, in a rotated order;
 the table shows the best round per engine (the least disturbed by other processes), target tokens/s = output
 subwords (eos excluded) / seconds, and how many outputs equal native fp32's.
+
+`--engines` may add rows that use the threads as single-threaded workers instead (inter-op parallelism, as
+Marian's --cpu-threads and CTranslate2's inter_threads do): `native-2w`, `native-int8-2w` (`Translator.load(...,
+workers=2)`), `ct2-direct-2w`, `ct2-int8-direct-2w` (inter_threads=2), and `hf-2p`, `hf-int8-2p` (HF `generate` in
+2 processes of 1 thread, each given every other batch, started together once loaded). "same layout" compares a
+row with HF fp32 run the same way (1 process of 2 threads, or 2 of 1).
 """
 
 from __future__ import annotations
@@ -73,13 +79,15 @@ class Engine:
         self.name, self.precision, self.run = name, precision, run
 
 
-def native(ckpt: Path, quantize: str | None, opts: dict, batch: int) -> Engine:
-    tr = Translator.load(ckpt, device="cpu", quantize=quantize, max_batch_size=batch, max_batch_tokens=10**9)
+def native(ckpt: Path, quantize: str | None, opts: dict, batch: int, workers: int = 1) -> Engine:
+    tr = Translator.load(ckpt, device="cpu", quantize=quantize, max_batch_size=batch, max_batch_tokens=10**9,
+                         workers=workers)  # fmt: skip
 
     def run(texts):
         return [t.best.token_ids for t in tr.translate_batch(texts, **opts)]
 
-    return Engine("lucidmt native", quantize or "fp32", run)
+    name = "lucidmt native" if workers == 1 else f"lucidmt native, {workers} worker processes x 1 thread"
+    return Engine(name, quantize or "fp32", run)
 
 
 def ct2_engine(export: Path, quantize: str | None, opts: dict, batch: int, threads: int) -> Engine:
@@ -92,15 +100,18 @@ def ct2_engine(export: Path, quantize: str | None, opts: dict, batch: int, threa
     return Engine("CTranslate2 via lucidmt", quantize or "fp32", run)
 
 
-def ct2_direct(export: Path, compute_type: str, opts: dict, batch: int, threads: int, tokenizer, limit: int):
-    """CTranslate2's own API (SentencePiece pieces in, pieces out) with the options lucidmt's engine passes."""
+def ct2_direct(export: Path, compute_type: str, opts: dict, batch: int, threads: int, tokenizer, limit: int,
+               inter: int = 1):  # fmt: skip
+    """CTranslate2's own API (SentencePiece pieces in, pieces out) with the options lucidmt's engine passes;
+    `inter` > 1: that many batches decoded in parallel (inter_threads), each with threads / inter threads."""
     import ctranslate2
 
     from lucidmt.decode.search import DecodeOptions
     from lucidmt.interop.ctranslate2 import CT2Engine
 
     engine = CT2Engine(export, "cpu", None, threads)  # only to read the vocabularies and the option mapping
-    translator = ctranslate2.Translator(str(export), device="cpu", compute_type=compute_type, intra_threads=threads)
+    translator = ctranslate2.Translator(str(export), device="cpu", compute_type=compute_type,
+                                        intra_threads=max(1, threads // inter), inter_threads=inter)  # fmt: skip
     d = DecodeOptions(**opts)
     kw = engine.options([[0] * limit], d)  # one length limit for the whole call
     tgt_ids = engine.tgt_ids
@@ -115,7 +126,8 @@ def ct2_direct(export: Path, compute_type: str, opts: dict, batch: int, threads:
             out.append([tgt_ids[p] for p in r.hypotheses[best]])
         return out
 
-    return Engine("CTranslate2 direct", {"int8": "int8"}.get(compute_type, "fp32"), run)
+    name = "CTranslate2 direct" if inter == 1 else f"CTranslate2 direct, inter_threads={inter} x 1 thread"
+    return Engine(name, {"int8": "int8"}.get(compute_type, "fp32"), run)
 
 
 def hf_engine(export: Path, quantize: bool, batch: int, beam: int, max_new: int | None) -> Engine:
@@ -148,15 +160,17 @@ def hf_engine(export: Path, quantize: bool, batch: int, beam: int, max_new: int 
 
 
 ENGINES = ("native", "native-int8", "hf", "hf-int8", "hf-glibc", "ct2", "ct2-int8", "ct2-direct", "ct2-int8-direct")
+# the same engines with the two cores used as 2 single-threaded workers (inter-op parallelism)
+PARALLEL = ("native-2w", "native-int8-2w", "hf-2p", "hf-int8-2p", "ct2-direct-2w", "ct2-int8-direct-2w")
 
 
 def make_engine(name: str, spec: dict) -> Engine:
     ckpt, hf_dir, ct2_dir = Path(spec["ckpt"]), Path(spec["hf"]), Path(spec["ct2"])
     opts, batch, threads, beam = spec["opts"], spec["batch"], spec["threads"], spec["opts"]["beam_size"]
-    if name == "native":
-        return native(ckpt, None, opts, batch)
-    if name == "native-int8":
-        return native(ckpt, "int8", opts, batch)
+    if name in ("native", "native-2w"):
+        return native(ckpt, None, opts, batch, 2 if name.endswith("-2w") else 1)
+    if name in ("native-int8", "native-int8-2w"):
+        return native(ckpt, "int8", opts, batch, 2 if name.endswith("-2w") else 1)
     if name in ("hf", "hf-int8", "hf-glibc"):
         e = hf_engine(hf_dir, name == "hf-int8", batch, beam, spec["hf_new"])
         if name == "hf-glibc":
@@ -165,13 +179,70 @@ def make_engine(name: str, spec: dict) -> Engine:
     if name in ("ct2", "ct2-int8"):
         return ct2_engine(ct2_dir, "int8" if name == "ct2-int8" else None, opts, batch, threads)
     tok = Tokenizer(ckpt / "tokenizer")
-    return ct2_direct(ct2_dir, "int8" if "int8" in name else "float32", opts, batch, threads, tok, spec["limit"])
+    inter = 2 if name.endswith("-2w") else 1
+    return ct2_direct(ct2_dir, "int8" if "int8" in name else "float32", opts, batch, threads, tok, spec["limit"], inter)
+
+
+def split_worker(name: str, spec_file: Path, out_file: Path, parts: int = 2) -> None:
+    """HF `generate` in `parts` processes of 1 thread, each given every parts-th batch of the length-sorted
+    corpus: both load and warm up, then start together on a signal; the time is until the last one finishes."""
+    import subprocess
+    import sys
+
+    base = name.removesuffix(f"-{parts}p")
+    outs = [out_file.with_suffix(f".{k}.json") for k in range(parts)]
+    procs = [subprocess.Popen([sys.executable, __file__, "--worker", f"{base}@{k}/{parts}", str(spec_file), str(o)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)  # fmt: skip
+             for k, o in enumerate(outs)]  # fmt: skip
+    for p in procs:
+        if p.stdout.readline().strip() != "ready":
+            raise SystemExit(f"{name}: a part failed to start")
+    t0 = time.perf_counter()
+    for p in procs:
+        p.stdin.write("go\n")
+        p.stdin.flush()
+    for p in procs:
+        if p.wait() != 0:
+            raise SystemExit(f"{name}: a part failed")
+    seconds = time.perf_counter() - t0
+    spec = json.loads(spec_file.read_text())
+    outputs: list = [None] * len(spec["texts"])
+    for o in outs:
+        part = json.loads(o.read_text())
+        for i, ids in zip(part["indices"], part["outputs"], strict=True):
+            outputs[i] = ids
+    e = part["name"] + f", {parts} processes x 1 thread"
+    out_file.write_text(json.dumps({"name": e, "precision": part["precision"], "seconds": seconds, "outputs": outputs}))
+
+
+def part_worker(name: str, spec: dict, out_file: Path) -> None:
+    """One part of `split_worker`: every parts-th batch of 32 length-sorted sentences, on 1 thread."""
+    import sys
+
+    base, frac = name.split("@")
+    k, parts = map(int, frac.split("/"))
+    torch.set_num_threads(max(1, spec["threads"] // parts))
+    tune_allocator()
+    tok = Tokenizer(Path(spec["ckpt"]) / "tokenizer")
+    texts, b = spec["texts"], spec["batch"]
+    order = sorted(range(len(texts)), key=lambda i: len(tok.encode_src([texts[i]])[0]))
+    mine = [i for j in range(k * b, len(order), parts * b) for i in order[j : j + b]]
+    e = make_engine(base, spec)
+    e.run([texts[i] for i in mine[: 2 * b]])  # warm-up
+    print("ready", flush=True)
+    sys.stdin.readline()  # "go"
+    outputs = e.run([texts[i] for i in mine])
+    out_file.write_text(json.dumps({"name": e.name, "precision": e.precision, "indices": mine, "outputs": outputs}))
 
 
 def worker(name: str, spec_file: Path, out_file: Path) -> None:
     """One timed pass of one engine in a fresh process: PyTorch and CTranslate2 each bring their own OpenMP
     runtime, and sharing a process slows PyTorch by ~25% on 2 cores, so no engine runs beside another."""
     spec = json.loads(spec_file.read_text())
+    if "@" in name:
+        return part_worker(name, spec, out_file)
+    if name.endswith("-2p"):
+        return split_worker(name, spec_file, out_file)
     torch.set_num_threads(spec["threads"])
     if name != "hf-glibc":  # hf-glibc: Hugging Face as a user runs it, without lucidmt's allocator settings
         tune_allocator()
@@ -236,9 +307,9 @@ def main() -> None:
     spec_file = work / "spec.json"
     spec_file.write_text(json.dumps(spec))
     names = [n for n in a.engines.split(",") if n]
-    unknown = set(names) - set(ENGINES)
+    unknown = set(names) - set(ENGINES) - set(PARALLEL)
     if unknown:
-        raise SystemExit(f"unknown engines {sorted(unknown)}; choose from {', '.join(ENGINES)}")
+        raise SystemExit(f"unknown engines {sorted(unknown)}; choose from {', '.join(ENGINES + PARALLEL)}")
     results: dict[str, dict] = {}
     for r in range(a.rounds):
         for n in names[r % len(names) :] + names[: r % len(names)]:
@@ -258,6 +329,7 @@ def main() -> None:
 
     ref = results.get("native")
     hf = rate("hf") if "hf" in results else None
+    hf_2p = rate("hf-2p") if "hf-2p" in results else None
     direct = {"fp32": rate("ct2-direct") if "ct2-direct" in results else None}
     direct["int8"] = rate("ct2-int8-direct") if "ct2-int8-direct" in results else None
     rows = []
@@ -265,6 +337,9 @@ def main() -> None:
         e = results[n]
         r = rate(n)
         vs_hf = f"{r / hf:.2f}x" if hf else "n/a"
+        parallel = n in PARALLEL
+        like = hf_2p if parallel else hf  # HF fp32 with the cores used the same way
+        vs_like = f"{r / like:.2f}x" if like else "n/a"
         vs_ct2 = "n/a"
         if n.startswith("ct2") and not n.endswith("direct") and direct.get(e["precision"]):
             vs_ct2 = f"{r / direct[e['precision']]:.3f}x"
@@ -272,7 +347,7 @@ def main() -> None:
         if ref is not None:
             equal = sum(x == y for x, y in zip(e["outputs"], ref["outputs"], strict=True))
             same = f"{100 * equal / len(texts):.1f}%"
-        rows.append(f"| {e['name']} | {e['precision']} | {r:,.0f} | {vs_hf} | {vs_ct2} | {same} |")
+        rows.append(f"| {e['name']} | {e['precision']} | {r:,.0f} | {vs_hf} | {vs_like} | {vs_ct2} | {same} |")
     header = (
         f"Decoding speed, {len(texts)} sentences of Multi30k test_2016_flickr (en→de), {what}; beam {a.beam}, "
         f"batches of {a.batch} length-sorted sentences, CPU {hardware()}, each engine in its own process, best "
@@ -282,8 +357,9 @@ def main() -> None:
         [
             header,
             "",
-            "| engine | precision | target tokens/s | vs HF generate fp32 | vs CTranslate2 direct | = native fp32 |",
-            "|---|---|---:|---:|---:|---:|",
+            "| engine | precision | target tokens/s | vs HF generate fp32 | vs HF fp32, same layout "
+            "| vs CTranslate2 direct | = native fp32 |",
+            "|---|---|---:|---:|---:|---:|---:|",
             *rows,
         ]
     )

@@ -1,5 +1,6 @@
 """Fast native decoding: the preallocated KV cache, int8/bf16 inference copies and ensembles."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -282,3 +283,48 @@ def test_translate_cli_with_and_without_packed_weights(memorised, tmp_path, caps
     assert outs[0] == outs[1] and outs[0].splitlines() == tgt[:5]
     plain = Translator.load(run, device="cpu", prepack=False).model
     assert type(plain.decoder.layers[0].ffn.fc1) is torch.nn.Linear
+
+
+def test_worker_processes_give_the_outputs_of_one_process(memorised, tmp_path, capsys):
+    """workers=2: batches decoded in two child processes come back in input order with the same hypotheses,
+    scores and attention as in-process decoding; the CLI's --workers gives the same lines."""
+    from lucidmt.cli import main
+
+    run, src, tgt = memorised
+    texts = src[::-1] + [""] + src[:4]
+    one = Translator.load(run, device="cpu", max_batch_size=4)
+    kw = dict(beam_size=3, n_best=2, return_attention=True)
+    with Translator.load(run, device="cpu", max_batch_size=4, workers=2, threads=1) as tr:
+        assert len(tr.pool.workers) == 2
+        many = tr.translate_batch(texts, **kw)
+        again = tr.translate(src[:3])  # the pool serves several calls
+    assert tr.pool is None  # closed on leaving the `with`
+    ref = one.translate_batch(texts, **kw)
+    assert [t.best.text for t in many] == [t.best.text for t in ref] == tgt[::-1] + [""] + tgt[:4]
+    assert again == tgt[:3]
+    for a, b in zip(many, ref, strict=True):
+        assert [h.token_ids for h in a.hypotheses] == [h.token_ids for h in b.hypotheses]
+        assert [h.score for h in a.hypotheses] == pytest.approx([h.score for h in b.hypotheses], abs=1e-4)
+        if b.best.attention is not None:
+            assert np.allclose(a.best.attention, b.best.attention, atol=1e-4)
+    (tmp_path / "in.txt").write_text("\n".join(src[:6]) + "\n")
+    assert main(["translate", str(run), "-i", str(tmp_path / "in.txt"), "--device", "cpu", "--workers", "2"]) == 0
+    assert capsys.readouterr().out.splitlines() == tgt[:6]
+
+
+def test_workers_errors_are_clear(memorised, tmp_path):
+    from lucidmt.decode.workers import WorkerError, WorkerPool
+
+    run, _, _ = memorised
+    with pytest.raises(ConfigurationError, match="workers"):
+        Translator.load(run, device="cpu", workers=0)
+    with pytest.raises(WorkerError, match="could not load the model"):  # the child's traceback is in the message
+        WorkerPool({"path": str(tmp_path / "no-such-run"), "device": "cpu"}, 1, 1)
+    tr = Translator.load(run, device="cpu", workers=2, threads=1, max_batch_size=2)
+    for w in tr.pool.workers:  # workers die: the call fails instead of waiting for their batches forever
+        w.proc.kill()
+    with pytest.raises(WorkerError, match="exited"):
+        tr.translate(["a b c"] * 8)
+    with pytest.raises(WorkerError, match="closed"):
+        tr.translate(["a b c"] * 8)
+    tr.close()

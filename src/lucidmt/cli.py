@@ -229,6 +229,13 @@ def _add_decoding_args(p) -> None:
         action="store_true",
         help="CPU fp32: do not keep the decoder weights in MKL's packed layout (saves memory, ~10-20%% slower)",
     )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="CPU, native engine: decode batches in N processes, each with (torch threads / N) threads: more "
+        "sentences per second on multi-core CPUs, N copies of the model in memory",
+    )
 
 
 def _decode_options(a, n_best: int = 1) -> dict:
@@ -246,9 +253,13 @@ def _decode_options(a, n_best: int = 1) -> dict:
 
 
 def _load_translator(a):
+    import atexit
+
     from .decode.translator import Translator
 
-    return Translator.load(
+    if a.workers > 1 and a.engine != "native":
+        raise LucidError("--workers needs the native engine (CTranslate2 has its own threads)")
+    tr = Translator.load(
         a.run,
         device=a.device,
         checkpoints=a.checkpoints,
@@ -257,7 +268,10 @@ def _load_translator(a):
         quantize=a.quantize,
         engine=a.engine,
         prepack=not a.no_prepack,
+        workers=a.workers,
     )
+    atexit.register(tr.close)  # stop the worker processes, if any
+    return tr
 
 
 def _add_translate(sub) -> None:

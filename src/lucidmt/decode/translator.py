@@ -5,6 +5,7 @@
     tr.translate_batch(texts, beam_size=5, n_best=3, return_attention=True)   # scores, ids, attention
     Translator.load("runs/m30k", quantize="int8")     # int8 linear layers (CPU); bf16/fp16 on CUDA
     Translator.load("runs/m30k", engine="ct2")        # decode with CTranslate2 (or load an exported folder)
+    Translator.load("runs/m30k", workers=2)           # batches decoded in 2 processes (CPU throughput)
 
 Sentences are sorted by length and cut into batches by a token budget; outputs come back in input order.
 Empty lines give empty outputs; over-long inputs are truncated with a warning. The search runs natively
@@ -74,6 +75,19 @@ class Translator:
         self.engine = engine
         self.max_positions = model.cfg.max_positions if model is not None else engine.max_positions
         self.source = ""  # where it was loaded from
+        self.pool = None  # a `workers.WorkerPool` when batches are decoded in worker processes
+
+    def close(self) -> None:
+        """Stop the decoding worker processes, if any (`workers` > 1)."""
+        if self.pool is not None:
+            self.pool.close()
+            self.pool = None
+
+    def __enter__(self) -> Translator:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     @property
     def backend(self) -> str:
@@ -94,6 +108,7 @@ class Translator:
         engine: str = "native",
         threads: int = 0,
         prepack: bool = True,
+        workers: int = 1,
         **kwargs,
     ) -> Translator:
         """Load a run folder (its best checkpoint) or a checkpoint folder.
@@ -103,15 +118,17 @@ class Translator:
         `engine="ct2"` decodes with CTranslate2: `path` is then a folder from `lucidmt export --to ctranslate2`
         or a checkpoint, converted on the fly; `quantize` picks CTranslate2's compute type (also "int16"), and
         `threads` its intra-op threads (0: as many as torch uses). `prepack` (CPU fp32): keep the decoder's
-        weights in MKL's packed GEMM layout, 10-20% faster for extra memory. `kwargs` go to the constructor.
+        weights in MKL's packed GEMM layout, 10-20% faster for extra memory. `workers` > 1 (native engine, CPU):
+        decode batches in that many processes, each with `threads` torch threads (0: torch's threads / workers),
+        for throughput (see `lucidmt.decode.workers`); `close()` stops them. `kwargs` go to the constructor.
         """
         from ..errors import ConfigurationError
         from ..train.checkpoint import load_checkpoint, resolve_checkpoint
         from .quantize import for_inference
 
         if engine == "ct2":
-            if checkpoints:
-                raise ConfigurationError("ensembles (--checkpoints) need the native engine")
+            if checkpoints or workers > 1:
+                raise ConfigurationError("ensembles (--checkpoints) and workers > 1 need the native engine")
             from ..interop.ctranslate2 import CT2Engine
 
             eng = CT2Engine.load(path, None if device is None else str(device), quantize, threads)
@@ -121,6 +138,10 @@ class Translator:
         if engine != "native":
             raise ConfigurationError(f"engine={engine!r}: expected native or ct2")
         device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        if workers < 1:
+            raise ConfigurationError(f"workers must be >= 1, got {workers}")
+        if workers > 1 and device.type != "cpu":
+            raise ConfigurationError("workers > 1 is for CPU decoding (a GPU runs one process)")
         folder = resolve_checkpoint(path)
         model, cfg, tok = load_checkpoint(folder, device)
         model = for_inference(model, quantize, prepack=prepack)
@@ -135,6 +156,11 @@ class Translator:
             factory = lambda: EnsembleScorer([ModelScorer(m) for m in members])
         tr = cls(model, tok, cfg, device, scorer_factory=factory, **kwargs)
         tr.source = str(folder)
+        if workers > 1:
+            from .workers import WorkerPool
+
+            same = dict(path=str(folder), device="cpu", checkpoints=checkpoints, quantize=quantize, prepack=prepack)
+            tr.pool = WorkerPool(same, workers, threads or max(1, torch.get_num_threads() // workers))
         return tr
 
     # -- public API -----------------------------------------------------------------------------------------
@@ -172,32 +198,32 @@ class Translator:
             from tqdm import tqdm
 
             bar = tqdm(total=len(todo), unit="sent", desc="translate")
-        with torch.inference_mode():
-            for batch in self._batches(todo, src_ids, opts.beam_size if not opts.sampling else opts.n_best):
-                seqs = [src_ids[i] + [self.tokenizer.eos_id] for i in batch]
-                att = None
-                if self.engine is not None:
-                    hyps = self.engine.search(seqs, opts)
-                else:
-                    src = self._pad(seqs)
-                    hyps = search(self.scorer_factory(), src, opts, self.max_positions)
-                    if return_attention or return_attention_layers:
-                        att = self._attention(src, hyps)
-                for j, i in enumerate(batch):
-                    results[i] = self._result(
-                        texts[i],
-                        src_ids[i],
-                        hyps[j],
-                        att[j] if att else None,
-                        truncated[i],
-                        return_attention,
-                        return_attention_layers,
-                    )
-                if bar is not None:
-                    bar.update(len(batch))
+        batches = list(self._batches(todo, src_ids, opts.beam_size if not opts.sampling else opts.n_best))
+        want_att = return_attention or return_attention_layers
+        jobs = [([src_ids[i] + [self.tokenizer.eos_id] for i in batch], opts, want_att) for batch in batches]
+        if self.pool is not None and len(jobs) > 1:
+            done = self.pool.map(jobs)  # decoded in the worker processes, in whatever order they finish
+        else:
+            done = ((k, self._decode(*job)) for k, job in enumerate(jobs))
+        for k, (hyps, att) in done:
+            for j, i in enumerate(batches[k]):
+                a = att[j] if att else None
+                results[i] = self._result(texts[i], src_ids[i], hyps[j], a, truncated[i], return_attention,
+                                          return_attention_layers)  # fmt: skip
+            if bar is not None:
+                bar.update(len(batches[k]))
         if bar is not None:
             bar.close()
         return results  # type: ignore[return-value]
+
+    def _decode(self, seqs: list[list[int]], opts: DecodeOptions, want_attention: bool):
+        """One batch of source ids (eos included) -> per sentence its hypotheses, and cross-attention if asked."""
+        if self.engine is not None:
+            return self.engine.search(seqs, opts), None
+        with torch.inference_mode():
+            src = self._pad(seqs)
+            hyps = search(self.scorer_factory(), src, opts, self.max_positions)
+            return hyps, (self._attention(src, hyps) if want_attention else None)
 
     def score(self, sources: list[str], targets: list[str]) -> list[list[float]]:
         """Forced decoding: log-probability of each target token (eos included) given its source."""
