@@ -268,7 +268,10 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--engines", default=",".join(ENGINES))
+    ap.add_argument("--table-only", action="store_true", help="print the table from the last passes (1 round)")
     a = ap.parse_args()
+    if a.table_only:
+        a.rounds = 1  # the pass files hold one round each
     if a.worker:
         return worker(a.worker[0], Path(a.worker[1]), Path(a.worker[2]))
 
@@ -314,8 +317,9 @@ def main() -> None:
     for r in range(a.rounds):
         for n in names[r % len(names) :] + names[: r % len(names)]:
             out = work / f"pass-{n}.json"
-            cmd = [sys.executable, __file__, "--worker", n, str(spec_file), str(out)]
-            subprocess.run(cmd, check=True, stderr=subprocess.DEVNULL)
+            if not a.table_only:
+                cmd = [sys.executable, __file__, "--worker", n, str(spec_file), str(out)]
+                subprocess.run(cmd, check=True, stderr=subprocess.DEVNULL)
             res = json.loads(out.read_text())
             entry = results.setdefault(n, res | {"seconds": []})
             entry["seconds"].append(res["seconds"])
@@ -341,7 +345,7 @@ def main() -> None:
         like = hf_2p if parallel else hf  # HF fp32 with the cores used the same way
         vs_like = f"{r / like:.2f}x" if like else "n/a"
         vs_ct2 = "n/a"
-        if n.startswith("ct2") and not n.endswith("direct") and direct.get(e["precision"]):
+        if n in ("ct2", "ct2-int8") and direct.get(e["precision"]):
             vs_ct2 = f"{r / direct[e['precision']]:.3f}x"
         same = "n/a"
         if ref is not None:

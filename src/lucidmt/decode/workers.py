@@ -2,12 +2,12 @@
 
 One decoding step of one batch is a chain of small operations (beam bookkeeping, layer norms, attention over a
 cache, matrix products of ~128 rows) that PyTorch's intra-op threads share out poorly: on 2 cores, one process with
-2 threads decodes the base model at 780 (fp32) / 1,222 (int8) target tokens/s, two processes with 1 thread each at
-860 / 1,540. This is what Marian's `--cpu-threads` and CTranslate2's `inter_threads` do. Each worker is a
-`python -m lucidmt.decode.workers` process that loads the model once (`Translator.load` with the same arguments)
-and decodes whole batches; the parent tokenises, forms the batches, hands them out as workers free up and puts the
-results back in input order, so the outputs are those of one process (the same batches; float results can differ
-in the last bits between thread counts). Workers talk to the parent over their stdin/stdout pipes (pickles, between
+2 threads decodes the base model at 791 (fp32) / 1,270 (int8) target tokens/s, two workers with 1 thread each at
+846 / 1,556 (benchmarks/decode_speed.py). This is what Marian's `--cpu-threads` and CTranslate2's `inter_threads`
+do. Each worker is a `python -m lucidmt.decode.workers` process that loads the model once (`Translator.load` with
+the same arguments) and decodes whole batches; the parent tokenises, forms the batches, hands them out as workers
+free up and puts the results back in input order, so the outputs are those of one process (the same batches; float
+results can differ in the last bits between thread counts). Workers talk to the parent over their stdin/stdout pipes (pickles, between
 the parent and the children it started); what they print goes to stderr.
 
     tr = Translator.load("runs/m30k", quantize="int8", workers=2)   # 2 processes x (torch threads / 2)
