@@ -7,8 +7,8 @@ cache, matrix products of ~128 rows) that PyTorch's intra-op threads share out p
 do. Each worker is a `python -m lucidmt.decode.workers` process that loads the model once (`Translator.load` with
 the same arguments) and decodes whole batches; the parent tokenises, forms the batches, hands them out as workers
 free up and puts the results back in input order, so the outputs are those of one process (the same batches; float
-results can differ in the last bits between thread counts). Workers talk to the parent over their stdin/stdout pipes (pickles, between
-the parent and the children it started); what they print goes to stderr.
+results can differ in the last bits between thread counts). Workers talk to the parent over their stdin/stdout
+pipes (pickles, between the parent and the children it started); what they print goes to stderr.
 
     tr = Translator.load("runs/m30k", quantize="int8", workers=2)   # 2 processes x (torch threads / 2)
     tr.translate_batch(lines)
