@@ -167,10 +167,11 @@ PARALLEL = ("native-2w", "native-int8-2w", "hf-2p", "hf-int8-2p", "ct2-direct-2w
 def make_engine(name: str, spec: dict) -> Engine:
     ckpt, hf_dir, ct2_dir = Path(spec["ckpt"]), Path(spec["hf"]), Path(spec["ct2"])
     opts, batch, threads, beam = spec["opts"], spec["batch"], spec["threads"], spec["opts"]["beam_size"]
+    workers = 2 if name.endswith("-2w") else 1
     if name in ("native", "native-2w"):
-        return native(ckpt, None, opts, batch, 2 if name.endswith("-2w") else 1)
+        return native(ckpt, None, opts, batch, workers)
     if name in ("native-int8", "native-int8-2w"):
-        return native(ckpt, "int8", opts, batch, 2 if name.endswith("-2w") else 1)
+        return native(ckpt, "int8", opts, batch, workers)
     if name in ("hf", "hf-int8", "hf-glibc"):
         e = hf_engine(hf_dir, name == "hf-int8", batch, beam, spec["hf_new"])
         if name == "hf-glibc":
@@ -179,8 +180,8 @@ def make_engine(name: str, spec: dict) -> Engine:
     if name in ("ct2", "ct2-int8"):
         return ct2_engine(ct2_dir, "int8" if name == "ct2-int8" else None, opts, batch, threads)
     tok = Tokenizer(ckpt / "tokenizer")
-    inter = 2 if name.endswith("-2w") else 1
-    return ct2_direct(ct2_dir, "int8" if "int8" in name else "float32", opts, batch, threads, tok, spec["limit"], inter)
+    return ct2_direct(ct2_dir, "int8" if "int8" in name else "float32", opts, batch, threads, tok, spec["limit"],
+                      workers)  # fmt: skip
 
 
 def split_worker(name: str, spec_file: Path, out_file: Path, parts: int = 2) -> None:
@@ -255,6 +256,38 @@ def worker(name: str, spec_file: Path, out_file: Path) -> None:
     out_file.write_text(json.dumps({"name": e.name, "precision": e.precision, "seconds": seconds, "outputs": outputs}))
 
 
+def build_spec(a, work: Path) -> dict:
+    """The model (random, given or trained), its Hugging Face and CTranslate2 exports, the corpus and the search
+    options every engine runs with."""
+    data = prepared_multi30k(out_dir() / "m30k-en-de")
+    if a.random:
+        ckpt, what = random_model(work / "random-base", data), "random base-preset weights, every output 32 tokens"
+    elif a.model:
+        ckpt, what = resolve_checkpoint(a.model), f"trained base-preset model {a.model}"
+    else:
+        ckpt = train_model(work / "trained-base", data, a.train_minutes)
+        what = f"base-preset model trained {a.train_minutes:g} min on Multi30k en-de"
+    m = read_config_dict(ckpt / "config.yaml")["model"]
+    assert (m["d_model"], m["encoder_layers"]) == (512, 6), "the benchmark runs the base preset"
+    tok = Tokenizer(ckpt / "tokenizer")
+
+    from lucidmt.interop.ctranslate2 import export_ctranslate2
+    from lucidmt.interop.huggingface import export_huggingface
+
+    hf_dir = export_huggingface(ckpt, work / "export-hf")
+    ct2_dir = export_ctranslate2(ckpt, work / "export-ct2")
+    texts = load_dataset("multi30k", "test_2016_flickr", "en", "de").src[: a.sentences]
+    opts = dict(beam_size=a.beam, length_penalty=0.6)
+    if a.random:
+        opts |= dict(max_len_a=0.0, max_len_b=FORCED + 1)  # the limit counts the eos
+    longest = max(len(x) for x in tok.encode_src(texts)) + 1
+    return dict(
+        ckpt=str(ckpt), hf=str(hf_dir), ct2=str(ct2_dir), opts=opts, batch=a.batch, threads=a.threads, texts=texts,
+        hf_new=FORCED + 1 if a.random else None,  # 32 tokens + the forced eos
+        limit=FORCED + 1 if a.random else int(1.5 * longest + 10), what=what,
+    )  # fmt: skip
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     src = ap.add_mutually_exclusive_group(required=True)
@@ -280,35 +313,13 @@ def main() -> None:
 
     torch.set_num_threads(a.threads)
     work = out_dir() / "decode_speed"
-    data = prepared_multi30k(out_dir() / "m30k-en-de")
-    if a.random:
-        ckpt, what = random_model(work / "random-base", data), "random base-preset weights, every output 32 tokens"
-    elif a.model:
-        ckpt, what = resolve_checkpoint(a.model), f"trained base-preset model {a.model}"
-    else:
-        ckpt = train_model(work / "trained-base", data, a.train_minutes)
-        what = f"base-preset model trained {a.train_minutes:g} min on Multi30k en-de"
-    m = read_config_dict(ckpt / "config.yaml")["model"]
-    assert (m["d_model"], m["encoder_layers"]) == (512, 6), "the benchmark runs the base preset"
-    tok = Tokenizer(ckpt / "tokenizer")
-
-    from lucidmt.interop.ctranslate2 import export_ctranslate2
-    from lucidmt.interop.huggingface import export_huggingface
-
-    hf_dir = export_huggingface(ckpt, work / "export-hf")
-    ct2_dir = export_ctranslate2(ckpt, work / "export-ct2")
-    texts = load_dataset("multi30k", "test_2016_flickr", "en", "de").src[: a.sentences]
-    opts = dict(beam_size=a.beam, length_penalty=0.6)
-    if a.random:
-        opts |= dict(max_len_a=0.0, max_len_b=FORCED + 1)  # the limit counts the eos
-    longest = max(len(x) for x in tok.encode_src(texts)) + 1
-    spec = dict(
-        ckpt=str(ckpt), hf=str(hf_dir), ct2=str(ct2_dir), opts=opts, batch=a.batch, threads=a.threads, texts=texts,
-        hf_new=FORCED + 1 if a.random else None,  # 32 tokens + the forced eos
-        limit=FORCED + 1 if a.random else int(1.5 * longest + 10),
-    )  # fmt: skip
     spec_file = work / "spec.json"
-    spec_file.write_text(json.dumps(spec))
+    if a.table_only:  # the model, the exports and the spec of the run that wrote the passes
+        spec = json.loads(spec_file.read_text())
+    else:
+        spec = build_spec(a, work)
+        spec_file.write_text(json.dumps(spec))
+    texts, opts, what = spec["texts"], spec["opts"], spec.get("what", "the model of the last run")
     names = [n for n in a.engines.split(",") if n]
     unknown = set(names) - set(ENGINES) - set(PARALLEL)
     if unknown:
@@ -353,9 +364,10 @@ def main() -> None:
             same = f"{100 * equal / len(texts):.1f}%"
         rows.append(f"| {e['name']} | {e['precision']} | {r:,.0f} | {vs_hf} | {vs_like} | {vs_ct2} | {same} |")
     header = (
-        f"Decoding speed, {len(texts)} sentences of Multi30k test_2016_flickr (en→de), {what}; beam {a.beam}, "
-        f"batches of {a.batch} length-sorted sentences, CPU {hardware()}, each engine in its own process, best "
-        f"of {a.rounds} rounds; target tokens/s (eos excluded); tuned glibc allocator for all engines but `hf-glibc`."
+        f"Decoding speed, {len(texts)} sentences of Multi30k test_2016_flickr (en→de), {what}; "
+        f"beam {opts['beam_size']}, batches of {spec['batch']} length-sorted sentences, CPU {hardware()}, each engine "
+        f"in its own process, best of {a.rounds} rounds; target tokens/s (eos excluded); tuned glibc allocator for "
+        "all engines but `hf-glibc`."
     )
     table = "\n".join(
         [

@@ -305,6 +305,7 @@ def test_worker_processes_give_the_outputs_of_one_process(memorised, tmp_path, c
     for a, b in zip(many, ref, strict=True):
         assert [h.token_ids for h in a.hypotheses] == [h.token_ids for h in b.hypotheses]
         assert [h.score for h in a.hypotheses] == pytest.approx([h.score for h in b.hypotheses], abs=1e-4)
+        assert (a.best.attention is None) == (b.best.attention is None) == (not b.best.token_ids)
         if b.best.attention is not None:
             assert np.allclose(a.best.attention, b.best.attention, atol=1e-4)
     (tmp_path / "in.txt").write_text("\n".join(src[:6]) + "\n")

@@ -257,8 +257,6 @@ def _load_translator(a):
 
     from .decode.translator import Translator
 
-    if a.workers > 1 and a.engine != "native":
-        raise LucidError("--workers needs the native engine (CTranslate2 has its own threads)")
     tr = Translator.load(
         a.run,
         device=a.device,
@@ -270,7 +268,8 @@ def _load_translator(a):
         prepack=not a.no_prepack,
         workers=a.workers,
     )
-    atexit.register(tr.close)  # stop the worker processes, if any
+    if tr.pool is not None:
+        atexit.register(tr.close)  # stop the worker processes
     return tr
 
 

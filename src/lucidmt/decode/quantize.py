@@ -146,6 +146,6 @@ def _int8(model: Seq2Seq) -> Seq2Seq:
 
 def precision(model: Seq2Seq) -> str:
     """What `for_inference` made of the model: int8, bf16, fp16 or fp32 (for signatures and logs)."""
-    if getattr(model, "quantized", None):
-        return model.quantized
+    if getattr(model, "quantized", None) == "int8":
+        return "int8"
     return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(next(model.parameters()).dtype, "fp32")

@@ -159,8 +159,9 @@ class Translator:
         if workers > 1:
             from .workers import WorkerPool
 
-            same = dict(path=str(folder), device="cpu", checkpoints=checkpoints, quantize=quantize, prepack=prepack)
-            tr.pool = WorkerPool(same, workers, threads or max(1, torch.get_num_threads() // workers))
+            load_kwargs = dict(path=str(folder), device="cpu", checkpoints=checkpoints, quantize=quantize,
+                               prepack=prepack)  # fmt: skip
+            tr.pool = WorkerPool(load_kwargs, workers, threads or max(1, torch.get_num_threads() // workers))
         return tr
 
     # -- public API -----------------------------------------------------------------------------------------
@@ -201,7 +202,7 @@ class Translator:
         batches = list(self._batches(todo, src_ids, opts.beam_size if not opts.sampling else opts.n_best))
         want_att = return_attention or return_attention_layers
         jobs = [([src_ids[i] + [self.tokenizer.eos_id] for i in batch], opts, want_att) for batch in batches]
-        if self.pool is not None and len(jobs) > 1:
+        if self.pool is not None and len(jobs) > 1:  # (one batch is decoded here: no pipe round trip)
             done = self.pool.map(jobs)  # decoded in the worker processes, in whatever order they finish
         else:
             done = ((k, self._decode(*job)) for k, job in enumerate(jobs))

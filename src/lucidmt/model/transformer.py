@@ -305,13 +305,24 @@ class Embedding(nn.Module):
 
 @dataclass
 class Memory:
-    """Encoder output: states (B, S, D) and the source padding mask (B, 1, 1, S)."""
+    """Encoder output: states (B, S, D) and the source padding mask (B, 1, 1, S).
 
-    states: Tensor
+    When the encoder packed its stream (see `Packing`), it hands over `packed`, the (N, D) states of the real
+    positions, which is all the decoder's key/value projections need; the padded `states` (zeros at padding)
+    are then built only if something asks for them.
+    """
+
+    _states: Tensor | None
     mask: Tensor
     self_attention: list[Tensor] | None = None  # per layer (B, H, S, S), only when asked for
     packed: Tensor | None = None  # (N, D) the states of the real positions, when the encoder packed them
     packing: Packing | None = None
+
+    @property
+    def states(self) -> Tensor:
+        if self._states is None:
+            self._states = self.packing.unpack(self.packed)
+        return self._states
 
 
 @dataclass
@@ -511,7 +522,7 @@ class Encoder(nn.Module):
             x = self.norm(x)
         if packing is None:
             return Memory(x, mask, weights if need_weights else None)
-        return Memory(packing.unpack(x), mask, None, x, packing)  # zeros at padding, which attention masks out
+        return Memory(None, mask, None, x, packing)
 
 
 class Decoder(nn.Module):
@@ -605,7 +616,7 @@ class Seq2Seq(nn.Module):
 
     # -- incremental decoding ---------------------------------------------------------------------------
     def start(self, memory: Memory, cache: bool = True) -> DecoderState:
-        B = memory.states.size(0)
+        B = memory.mask.size(0)
         pool = BufferPool()
         return DecoderState(
             memory_kv=self.memory_kv(memory),
@@ -618,10 +629,10 @@ class Seq2Seq(nn.Module):
     def step_projection(self) -> Callable[[Tensor], Tensor]:
         """The output projection of decoding: `project` with the (V, D) weight transposed once per decoding
         state, because multiplying by a row-major (D, V) matrix is ~1.6x faster on CPU than by its transpose;
-        or the int8 module that `lucidmt.decode.quantize` attaches as `decode_projection`."""
-        quantized = getattr(self, "decode_projection", None)
-        if quantized is not None:
-            return quantized
+        or the packed / int8 module that `lucidmt.decode.quantize` attaches as `decode_projection`."""
+        attached = getattr(self, "decode_projection", None)
+        if attached is not None:
+            return attached
         w_t = self.output_weight().t().contiguous()  # (D, V)
         bias = self.logits_bias
         if bias is None:
