@@ -46,7 +46,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(args, batching: bool, port: int, log_path: Path) -> subprocess.Popen:
+def start_server(args, mode: str, port: int, log_path: Path) -> subprocess.Popen:
     cmd = [
         sys.executable,
         "-m",
@@ -62,9 +62,11 @@ def start_server(args, batching: bool, port: int, log_path: Path) -> subprocess.
         "--max-texts",
         str(max(args.texts_per_request, 1)),
     ]
-    if not batching:
+    if mode == "off":
         cmd.append("--no-batching")
-    if args.threads:
+    if mode.endswith("w"):  # batching on, decoded in worker processes of one thread each
+        cmd += ["--workers", mode[:-1], "--threads", "1"]
+    elif args.threads:
         cmd += ["--threads", str(args.threads)]
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     env.pop("LUCIDMT_API_KEY", None)
@@ -206,7 +208,13 @@ def main() -> None:
     p.add_argument("--server-max-queue", type=int, default=32, help="the server's --max-queue (texts)")
     p.add_argument("--server-timeout", type=float, default=30.0, help="the server's --timeout (s)")
     p.add_argument("--threads", type=int, help="the server's PyTorch threads (default: PyTorch's choice)")
-    p.add_argument("--modes", nargs="+", choices=["on", "off"], default=["on", "off"])
+    p.add_argument(
+        "--modes",
+        nargs="+",
+        choices=["on", "off", "2w", "4w"],
+        default=["on", "off"],
+        help="batching on or off in one process; 2w/4w: batching on, 2/4 decoding processes of 1 thread",
+    )
     args = p.parse_args()
     import httpx
 
@@ -224,7 +232,7 @@ def main() -> None:
         for mode in args.modes:
             port = free_port()
             log_path = out_dir / f"serve_load-{mode}.log"
-            servers[mode] = (f"http://127.0.0.1:{port}", start_server(args, mode == "on", port, log_path), log_path)
+            servers[mode] = (f"http://127.0.0.1:{port}", start_server(args, mode, port, log_path), log_path)
         for url, proc, log_path in servers.values():
             wait_healthy(httpx, url, proc, log_path)
         info = httpx.get(next(iter(servers.values()))[0] + "/v1/info", timeout=10).json()
@@ -257,7 +265,7 @@ def main() -> None:
     )
     print("| clients | batching | req/s | sentences/s | p50 ms | p99 ms | requests per model call | ok | errors |")
     print("|---:|:---:|---:|---:|---:|---:|---:|---:|---|")
-    for r in sorted(rows, key=lambda r: (r["clients"], r["mode"] != "on")):
+    for r in sorted(rows, key=lambda r: (r["clients"], args.modes.index(r["mode"]))):
         errs = ", ".join(f"{k}: {v}" for k, v in sorted(r["errors"].items())) or "0"
         print(
             f"| {r['clients']} | {r['mode']} | {r['req_s']:.1f} | {r['sent_s']:.1f} | {r['p50']:.0f} | "
@@ -269,6 +277,12 @@ def main() -> None:
         if (n, "on") in by and (n, "off") in by and by[(n, "off")]["req_s"] > 0:
             ratio = by[(n, "on")]["req_s"] / by[(n, "off")]["req_s"]
             print(f"{n} clients: batching on / off (one request per model call) = {ratio:.2f}x requests/s")
+        for w in ("2w", "4w"):
+            if (n, "on") in by and (n, w) in by and by[(n, "on")]["req_s"] > 0:
+                ratio = by[(n, w)]["req_s"] / by[(n, "on")]["req_s"]
+                print(
+                    f"{n} clients: {w[:-1]} decoding processes / one process, both batching = {ratio:.2f}x requests/s"
+                )
     if (32, "on") in by and (1, "off") in by and by[(1, "off")]["req_s"] > 0:
         ratio = by[(32, "on")]["req_s"] / by[(1, "off")]["req_s"]
         print(f"32 clients with batching / 1 client one request at a time = {ratio:.2f}x requests/s")

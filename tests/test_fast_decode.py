@@ -329,3 +329,25 @@ def test_workers_errors_are_clear(memorised, tmp_path):
     with pytest.raises(WorkerError, match="closed"):
         tr.translate(["a b c"] * 8)
     tr.close()
+
+
+def test_worker_pool_serves_concurrent_calls_and_survives_a_failed_batch(memorised):
+    """Two threads share one pool, each gets its own answers; a batch that raises in a worker fails only its call;
+    the parent process loads its model copy only when `score` needs it."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from lucidmt.decode.workers import WorkerError
+
+    run, src, tgt = memorised
+    with Translator.load(run, device="cpu", workers=2, threads=1, max_batch_size=2) as tr:
+        assert tr._model is None and tr.backend == "native/fp32"
+        with ThreadPoolExecutor(2) as ex:
+            outs = list(ex.map(lambda k: tr.translate(src[k : k + 5]), range(6)))
+        assert outs == [tgt[k : k + 5] for k in range(6)]
+        bad = DecodeOptions(beam_size=2)
+        with pytest.raises(WorkerError, match="failed"):  # a source id past the vocabulary: an IndexError there
+            list(tr.pool.map([([[10**6, 2]], bad, False)]))
+        assert tr.pool.alive and tr.translate(src[:2]) == tgt[:2]
+        assert tr._model is None
+        lp = tr.score(src[:1], tgt[:1])[0]
+        assert tr._model is not None and len(lp) == len(tr.tokenizer.encode_tgt(tgt[:1])[0]) + 1

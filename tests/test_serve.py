@@ -458,3 +458,47 @@ def test_cli_rejects_impossible_limits(memorised, capsys):
 
     assert main(["serve", str(memorised[0]), "--max-texts", "10", "--max-queue", "5"]) == 1
     assert "max_texts (10) cannot exceed max_queue (5)" in capsys.readouterr().err
+
+
+def test_serving_with_worker_processes(make_client, memorised):
+    """--workers 2: two model worker threads feed two decoding processes; concurrent requests get the answers of
+    in-process decoding, the parent loads no model for translation, and a dead worker process shows on /health."""
+    run, src, tgt = memorised
+    tr = Translator.load(run, device="cpu", workers=2, threads=1)
+    try:
+        c = make_client(tr, Limits(max_wait_ms=20))
+        with ThreadPoolExecutor(8) as ex:
+            answers = list(ex.map(lambda i: c.post("/v1/translate", json={"texts": [src[i % 6]]}), range(24)))
+        assert [a.status_code for a in answers] == [200] * 24
+        assert [a.json()["translations"][0] for a in answers] == [tgt[i % 6] for i in range(24)]
+        assert c.app.state.batcher.model_threads == 2 and len(c.app.state.batcher._threads) == 2
+        assert tr._model is None  # translation never needed the parent's own copy
+        info = c.get("/v1/info").json()
+        assert info["engine"] == "native/fp32" and info["parameters"] > 0 and tr._model is None
+        for w in tr.pool.workers:
+            w.proc.kill()
+        failed = c.post("/v1/translate", json={"texts": [src[0]]})
+        assert failed.status_code == 500 and "decoding worker" in failed.json()["message"]
+        assert c.get("/health").status_code == 503
+    finally:
+        tr.close()
+
+
+def test_cli_serve_workers(monkeypatch, memorised):
+    import uvicorn
+
+    from lucidmt.cli import main
+
+    seen = {}
+    real_load = Translator.load
+
+    def fake_load(path, device=None, **kw):
+        seen["load"] = kw
+        seen["tr"] = real_load(path, device="cpu", **kw)
+        return seen["tr"]
+
+    monkeypatch.setattr(Translator, "load", staticmethod(fake_load))
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: seen.update(app=app))
+    assert main(["serve", str(memorised[0]), "--workers", "2", "--threads", "1"]) == 0
+    assert seen["load"] == {"workers": 2, "threads": 1}
+    assert seen["tr"].pool is None  # the worker processes stop with the server

@@ -32,14 +32,20 @@ from ..model.transformer import Seq2Seq
 QUANTIZE_CHOICES = ("none", "int8", "bf16", "fp16")
 
 
+def check_quantize(quantize: str | None) -> str:
+    """`quantize` as `for_inference` takes it ("none" for None), or a ConfigurationError naming the choices."""
+    quantize = quantize or "none"
+    if quantize not in QUANTIZE_CHOICES:
+        raise ConfigurationError(f"quantize={quantize!r}: expected one of {', '.join(QUANTIZE_CHOICES)}")
+    return quantize
+
+
 def for_inference(model: Seq2Seq, quantize: str | None, copy_model: bool = False, prepack: bool = True) -> Seq2Seq:
     """`model` in eval mode with the requested precision (None or "none": fp32, packed on CPU when `prepack`).
 
     With `copy_model`, the given model is left untouched (its fp32 weights are still needed, e.g. by a trainer).
     """
-    quantize = quantize or "none"
-    if quantize not in QUANTIZE_CHOICES:
-        raise ConfigurationError(f"quantize={quantize!r}: expected one of {', '.join(QUANTIZE_CHOICES)}")
+    quantize = check_quantize(quantize)
     first = next(model.parameters())
     device, fp32_cpu = first.device, first.device.type == "cpu" and first.dtype == torch.float32
     if quantize == "none" and not (prepack and fp32_cpu and packing_available()):

@@ -23,7 +23,7 @@ import torch
 
 from ..config import RunConfig
 from ..data.tokenizer import Tokenizer
-from ..model.transformer import Seq2Seq
+from ..model.transformer import Seq2Seq, count_parameters
 from .search import DecodeOptions, Hyp, ModelScorer, search
 
 log = logging.getLogger("lucidmt")
@@ -64,8 +64,10 @@ class Translator:
         max_batch_size: int = 64,
         scorer_factory=None,
         engine=None,
+        model_loader=None,
     ):
-        self.model = model  # None when an external engine decodes
+        self._model = model  # None when an external engine decodes, or until `model_loader` builds it
+        self._model_loader = model_loader  # () -> (model, scorer_factory): loads the model on first use
         self.tokenizer = tokenizer
         self.config = config
         self.device = torch.device(device)
@@ -73,9 +75,40 @@ class Translator:
         self.max_batch_size = max_batch_size
         self.scorer_factory = scorer_factory or (lambda: ModelScorer(self.model))
         self.engine = engine
-        self.max_positions = model.cfg.max_positions if model is not None else engine.max_positions
+        if model is not None:
+            self.max_positions = model.cfg.max_positions
+        elif engine is not None:
+            self.max_positions = engine.max_positions
+        else:
+            self.max_positions = config.model.max_positions
+        self.precision = None  # what `for_inference` will make of a model not loaded yet (int8, fp32, ...)
         self.source = ""  # where it was loaded from
         self.pool = None  # a `workers.WorkerPool` when batches are decoded in worker processes
+
+    @property
+    def model(self) -> Seq2Seq | None:
+        """The decoding model (None with an external engine). With worker processes the parent process loads
+        its own copy only when something other than translation needs it (`score`, `explain`)."""
+        if self._model is None and self._model_loader is not None:
+            loader, self._model_loader = self._model_loader, None
+            self._model, factory = loader()
+            if factory is not None:
+                self.scorer_factory = factory
+        return self._model
+
+    @model.setter
+    def model(self, model: Seq2Seq | None) -> None:
+        self._model, self._model_loader = model, None
+
+    @property
+    def parameter_count(self) -> int | None:
+        """Parameters of the model (shared tensors once), without loading it when it is not loaded yet."""
+        if self.engine is not None:
+            return None
+        if self._model is None and self.config is not None:
+            with torch.device("meta"):
+                return count_parameters(Seq2Seq(self.config.model))
+        return count_parameters(self.model) if self.model is not None else None
 
     def close(self) -> None:
         """Stop the decoding worker processes, if any (`workers` > 1)."""
@@ -96,6 +129,8 @@ class Translator:
             return self.engine.name
         from .quantize import precision
 
+        if self._model is None and self.precision is not None:
+            return f"native/{self.precision}"
         return f"native/{precision(self.model)}"
 
     @classmethod
@@ -123,8 +158,8 @@ class Translator:
         for throughput (see `lucidmt.decode.workers`); `close()` stops them. `kwargs` go to the constructor.
         """
         from ..errors import ConfigurationError
-        from ..train.checkpoint import load_checkpoint, resolve_checkpoint
-        from .quantize import for_inference
+        from ..train.checkpoint import load_checkpoint, load_model, read_checkpoint, resolve_checkpoint
+        from .quantize import check_quantize, for_inference
 
         if engine == "ct2":
             if checkpoints or workers > 1:
@@ -142,26 +177,34 @@ class Translator:
             raise ConfigurationError(f"workers must be >= 1, got {workers}")
         if workers > 1 and device.type != "cpu":
             raise ConfigurationError("workers > 1 is for CPU decoding (a GPU runs one process)")
+        quantize = check_quantize(quantize)
         folder = resolve_checkpoint(path)
-        model, cfg, tok = load_checkpoint(folder, device)
-        model = for_inference(model, quantize, prepack=prepack)
-        factory = None
-        if checkpoints:
+        cfg, tok = read_checkpoint(folder)
+
+        def build():
+            model = for_inference(load_model(folder, cfg, device), quantize, prepack=prepack)
+            if not checkpoints:
+                return model, None
             from .search import EnsembleScorer
 
             members = [model] + [
                 for_inference(load_checkpoint(resolve_checkpoint(p), device)[0], quantize, prepack=prepack)
                 for p in checkpoints
             ]
-            factory = lambda: EnsembleScorer([ModelScorer(m) for m in members])
-        tr = cls(model, tok, cfg, device, scorer_factory=factory, **kwargs)
-        tr.source = str(folder)
-        if workers > 1:
+            return model, lambda: EnsembleScorer([ModelScorer(m) for m in members])
+
+        if workers == 1:
+            model, factory = build()
+            tr = cls(model, tok, cfg, device, scorer_factory=factory, **kwargs)
+        else:  # the workers decode; this process loads its copy only if `score` or `explain` need it
             from .workers import WorkerPool
 
+            tr = cls(None, tok, cfg, device, model_loader=build, **kwargs)
+            tr.precision = "fp32" if quantize == "none" else quantize
             load_kwargs = dict(path=str(folder), device="cpu", checkpoints=checkpoints, quantize=quantize,
                                prepack=prepack)  # fmt: skip
             tr.pool = WorkerPool(load_kwargs, workers, threads or max(1, torch.get_num_threads() // workers))
+        tr.source = str(folder)
         return tr
 
     # -- public API -----------------------------------------------------------------------------------------
@@ -202,7 +245,7 @@ class Translator:
         batches = list(self._batches(todo, src_ids, opts.beam_size if not opts.sampling else opts.n_best))
         want_att = return_attention or return_attention_layers
         jobs = [([src_ids[i] + [self.tokenizer.eos_id] for i in batch], opts, want_att) for batch in batches]
-        if self.pool is not None and len(jobs) > 1:  # (one batch is decoded here: no pipe round trip)
+        if self.pool is not None and jobs:
             done = self.pool.map(jobs)  # decoded in the worker processes, in whatever order they finish
         else:
             done = ((k, self._decode(*job)) for k, job in enumerate(jobs))

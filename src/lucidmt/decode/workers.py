@@ -17,6 +17,7 @@ pipes (pickles, between the parent and the children it started); what they print
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import queue
@@ -35,6 +36,14 @@ class WorkerError(LucidError):
     """A decoding worker failed (its traceback is in the message)."""
 
 
+class _Call:
+    """One `map` call: where its answers go, and whether it gave up (its jobs not yet sent are then skipped)."""
+
+    def __init__(self):
+        self.results: queue.Queue = queue.Queue()
+        self.cancelled = False
+
+
 class _Worker:
     """One child process and the parent-side thread that feeds it jobs and collects its answers."""
 
@@ -45,7 +54,8 @@ class _Worker:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "lucidmt.decode.workers"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env
         )
-        self._send((load_kwargs, threads))
+        with contextlib.suppress(OSError):  # the child is already gone: `ready` reports how it ended
+            self._send((load_kwargs, threads))
 
     def _send(self, obj) -> None:
         pickle.dump(obj, self.proc.stdin, protocol=pickle.HIGHEST_PROTOCOL)
@@ -55,26 +65,33 @@ class _Worker:
         try:
             return pickle.load(self.proc.stdout)
         except (EOFError, pickle.UnpicklingError, OSError):
-            return ("died", None, f"the worker process exited (exit code {self.proc.wait()})")
+            return ("died", None, self._exit_message())
+
+    def _exit_message(self) -> str:
+        return f"the worker process exited (exit code {self.proc.wait()})"
 
     def ready(self) -> None:
         kind, _, detail = self._receive()
         if kind != "ready":
             raise WorkerError(f"a decoding worker could not load the model:\n{detail}")
 
-    def run(self, jobs: queue.Queue, results: queue.Queue) -> None:
-        """Parent-side loop (a thread): take a job, send it, wait for its answer; None stops."""
+    def run(self, jobs: queue.Queue) -> None:
+        """Parent-side loop (a thread): take a job, send it, wait for its answer and hand it to its call; None
+        stops. A job of a cancelled call is skipped."""
         while True:
             job = jobs.get()
             if job is None:
                 return
+            call, task = job[0], job[1:]
+            if call.cancelled:
+                continue
             try:
-                self._send(job)
+                self._send(task)
             except OSError:
-                results.put(("died", job[0], f"the worker process exited (exit code {self.proc.wait()})"))
+                call.results.put(("died", task[0], self._exit_message()))
                 return
             answer = self._receive()
-            results.put(answer)
+            call.results.put(answer)
             if answer[0] == "died":
                 return
 
@@ -92,13 +109,15 @@ class _Worker:
 
 
 class WorkerPool:
-    """`workers` processes, each with `threads` torch threads and its own copy of the model."""
+    """`workers` processes, each with `threads` torch threads and its own copy of the model. `map` may be called
+    from several threads at once (the server does): each call gets its own answers."""
 
     def __init__(self, load_kwargs: dict, workers: int, threads: int):
         self.jobs: queue.Queue = queue.Queue()
-        self.results: queue.Queue = queue.Queue()
         self.workers: list[_Worker] = []
         self.threads: list[threading.Thread] = []
+        self.size = workers
+        self._lock = threading.Lock()
         try:
             for _ in range(workers):
                 self.workers.append(_Worker(load_kwargs, threads))
@@ -108,41 +127,55 @@ class WorkerPool:
             self.close()
             raise
         for w in self.workers:
-            t = threading.Thread(target=w.run, args=(self.jobs, self.results), daemon=True)
+            t = threading.Thread(target=w.run, args=(self.jobs,), daemon=True)
             t.start()
             self.threads.append(t)
 
+    @property
+    def alive(self) -> bool:
+        """False once the pool was closed (by `close`, or because a worker died)."""
+        return bool(self.workers)
+
     def map(self, jobs: list[tuple]) -> Iterator[tuple[int, Any]]:
-        """Decode (seqs, options, want_attention) jobs; yields (job index, result) as they finish. On a failure
-        the pool is closed (a later call raises) and the worker's traceback is raised."""
-        if not self.workers:
-            raise WorkerError("the decoding workers were closed")
-        for i, job in enumerate(jobs):
-            self.jobs.put((i, *job))
+        """Decode (seqs, options, want_attention) jobs; yields (job index, result) as they finish. A batch that
+        fails in a worker raises its traceback (the pool serves on); a worker that dies closes the pool (this
+        and later calls raise)."""
+        call = _Call()
+        with self._lock:
+            if not self.workers:
+                raise WorkerError("the decoding workers were closed")
+            for i, job in enumerate(jobs):
+                self.jobs.put((call, i, *job))
         try:
             for _ in jobs:
-                kind, i, payload = self.results.get()
-                if kind != "done":
-                    raise WorkerError(f"a decoding worker failed:\n{payload}")
-                yield i, payload
-        except BaseException:
-            self.close()
-            raise
+                kind, i, payload = call.results.get()
+                if kind == "done":
+                    yield i, payload
+                    continue
+                if kind == "died":
+                    self.close()
+                raise WorkerError(f"a decoding worker failed:\n{payload}")
+        finally:
+            call.cancelled = True  # on an error or an abandoned iteration, its remaining batches are skipped
 
     def close(self) -> None:
-        """Stop the workers: batches not started are dropped, a batch in progress is finished (or, after 30 s,
-        its worker is killed)."""
-        workers, self.workers = self.workers, []
-        threads, self.threads = self.threads, []
-        while True:
-            try:
-                self.jobs.get_nowait()
-            except queue.Empty:
-                break
-        for _ in threads:
-            self.jobs.put(None)
+        """Stop the workers: batches not started are dropped (their calls raise), a batch in progress is finished
+        (or, after 30 s, its worker is killed)."""
+        with self._lock:
+            workers, self.workers = self.workers, []
+            threads, self.threads = self.threads, []
+            while True:
+                try:
+                    job = self.jobs.get_nowait()
+                except queue.Empty:
+                    break
+                if job is not None:
+                    job[0].results.put(("closed", job[1], "the decoding workers were closed"))
+            for _ in threads:
+                self.jobs.put(None)
         for t in threads:
-            t.join(timeout=30)
+            if t is not threading.current_thread():
+                t.join(timeout=30)
         for i, w in enumerate(workers):
             if i < len(threads) and threads[i].is_alive():  # still talking to its worker: do not write to the pipe
                 w.proc.kill()

@@ -26,6 +26,7 @@ from starlette.exceptions import HTTPException
 
 from .. import __version__
 from ..decode.search import DecodeOptions
+from ..decode.workers import WorkerError
 from ..errors import ConfigurationError, LucidError
 from .auth import is_public, key_matches, presented_key
 from .batching import Batcher, BatchResult, Overloaded
@@ -305,6 +306,11 @@ def create_app(
     async def on_user_error(request: Request, exc: LucidError):
         return _error(422, "invalid_request", str(exc))
 
+    @app.exception_handler(WorkerError)
+    async def on_worker_failure(request: Request, exc: WorkerError):  # a decoding process failed: not the client's
+        log.error("decoding worker failure on %s %s: %s", request.method, request.url.path, exc)
+        return _error(500, "internal", "a decoding worker failed (details are in the server log)")
+
     @app.exception_handler(Exception)
     async def on_bug(request: Request, exc: Exception):
         log.error("internal error on %s %s", request.method, request.url.path, exc_info=exc)
@@ -437,13 +443,14 @@ def engine_name(translator: Any) -> str:
 
 def _info(translator: Any, name: str, limits: Limits, batcher: Batcher) -> dict[str, Any]:
     cfg = getattr(translator, "config", None)
-    model = getattr(translator, "model", None)
-    parameters = None
-    architecture = None
-    if model is not None and hasattr(model, "parameters"):
-        from ..model import count_parameters
+    parameters = getattr(translator, "parameter_count", None)  # a Translator counts without loading its model
+    if parameters is None:
+        model = getattr(translator, "model", None)
+        if model is not None and hasattr(model, "parameters"):
+            from ..model import count_parameters
 
-        parameters = count_parameters(model)
+            parameters = count_parameters(model)
+    architecture = None
     if cfg is not None:
         m = cfg.model
         architecture = dict(

@@ -2,6 +2,9 @@
 
     HTTP handlers (asyncio) ──submit──▶ bounded queue ──▶ worker thread (owns the Translator) ──▶ futures
 
+With decoding worker processes (`lucidmt serve --workers N`, a Translator whose `pool` has N processes) there are
+N such threads, each gathering its own batches and handing them to a free process, so N batches decode at once.
+
 A request joins the queue only if the texts already waiting plus its own fit in `Limits.max_queue`; otherwise it is
 refused at once (`Overloaded`, shown as 503 with Retry-After), so the queue can never grow without bound.
 The worker takes the oldest request and every later one with the same decoding options, until `batch_tokens` source
@@ -80,7 +83,8 @@ class _Job:
 
 
 class Batcher:
-    """A bounded queue in front of a single model worker thread that owns the `Translator`."""
+    """A bounded queue in front of the model worker thread that owns the `Translator` (one per decoding process
+    when the Translator has a pool of them)."""
 
     def __init__(self, translator: Any, limits: Limits, count_tokens: Callable[[str], int] | None = None):
         self.translator = translator
@@ -89,7 +93,10 @@ class Batcher:
         self._queue: deque[_Job] = deque()
         self._pending_texts = 0
         self._cond = threading.Condition()
-        self._thread: threading.Thread | None = None
+        pool = getattr(translator, "pool", None)
+        self.model_threads = max(1, getattr(pool, "size", 1))  # batches decoded at once
+        self._threads: list[threading.Thread] = []
+        self._parent_model = threading.Lock()  # analyses run on this process's model copy, one at a time
         self._stopping = False
         self._rate = 0.0  # texts per second of model time, smoothed; 0 until the first batch
         self._last_batch = 0  # requests in the previous model call
@@ -99,11 +106,14 @@ class Batcher:
     # -- lifecycle --------------------------------------------------------------------------------------------
     def start(self) -> None:
         with self._cond:
-            if self._thread is not None and self._thread.is_alive():
+            if self._threads and all(t.is_alive() for t in self._threads):
                 return
             self._stopping = False
-            self._thread = threading.Thread(target=self._run, name="lucidmt-model-worker", daemon=True)
-            self._thread.start()
+            self._threads = [t for t in self._threads if t.is_alive()]
+            for k in range(len(self._threads), self.model_threads):
+                t = threading.Thread(target=self._run, name=f"lucidmt-model-worker-{k}", daemon=True)
+                t.start()
+                self._threads.append(t)
 
     def stop(self, timeout: float = 10.0) -> None:
         """Refuse new work, fail what is still queued, let the running batch finish."""
@@ -116,12 +126,15 @@ class Batcher:
         for job in dropped:
             if job.future.set_running_or_notify_cancel():
                 job.future.set_exception(Overloaded("shutting_down", 5, "the server is shutting down"))
-        if self._thread is not None:
-            self._thread.join(timeout)
+        for t in self._threads:
+            t.join(timeout)
 
     @property
     def alive(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+        """The model worker threads run (and the Translator's decoding processes, if it has them)."""
+        pool = getattr(self.translator, "pool", None)
+        threads_ok = bool(self._threads) and all(t.is_alive() for t in self._threads)
+        return threads_ok and (pool is None or getattr(pool, "alive", True))
 
     @property
     def pending_texts(self) -> int:
@@ -131,7 +144,7 @@ class Batcher:
         """Seconds until the queue has likely drained: queued texts / recent model throughput, in [1, 60]."""
         if self._rate <= 0:
             return 1
-        return int(min(60, max(1, math.ceil(self._pending_texts / self._rate))))
+        return int(min(60, max(1, math.ceil(self._pending_texts / (self._rate * self.model_threads)))))
 
     # -- front (event loop) -----------------------------------------------------------------------------------
     async def submit(
@@ -247,11 +260,13 @@ class Batcher:
         try:
             if mode == "analyse":
                 methods, target = tuple(opts.pop("methods", ())), opts.pop("target", None)
-                out = [self.translator.explain(t, target, beam_size=beam, methods=methods, **opts) for t in texts]
+                with self._parent_model:
+                    out = [self.translator.explain(t, target, beam_size=beam, methods=methods, **opts) for t in texts]
             else:
                 out = self.translator.translate_batch(texts, beam, return_attention=mode == "attention", **opts)
         except Exception as exc:  # handed to every waiting request; the worker lives on
-            self.stats["errors"] += 1
+            with self._cond:
+                self.stats["errors"] += 1
             if not _is_user_error(exc):
                 log.exception("model call failed for a batch of %d texts", len(texts))
             for j in jobs:
@@ -265,21 +280,23 @@ class Batcher:
                 BatchResult(out[k : k + n], len(jobs), len(texts), (start - j.enqueued) * 1000, seconds * 1000)
             )
             k += n
-        rate = len(texts) / max(seconds, 1e-6)
-        self._rate = rate if self._rate == 0 else 0.8 * self._rate + 0.2 * rate
-        s = self.stats
-        s["requests"] += len(jobs)
-        s["texts"] += len(texts)
-        s["batches"] += 1
-        s["max_batch_requests"] = max(s["max_batch_requests"], len(jobs))
-        self._last_batch = len(jobs)
-        self._free_since = time.monotonic()
+        rate = len(texts) / max(seconds, 1e-6)  # of one model worker thread
+        with self._cond:
+            self._rate = rate if self._rate == 0 else 0.8 * self._rate + 0.2 * rate
+            s = self.stats
+            s["requests"] += len(jobs)
+            s["texts"] += len(texts)
+            s["batches"] += 1
+            s["max_batch_requests"] = max(s["max_batch_requests"], len(jobs))
+            self._last_batch = len(jobs)
+            self._free_since = time.monotonic()
 
 
 def _is_user_error(exc: Exception) -> bool:
+    from ..decode.workers import WorkerError
     from ..errors import LucidError
 
-    return isinstance(exc, LucidError)
+    return isinstance(exc, LucidError) and not isinstance(exc, WorkerError)
 
 
 def _token_counter(translator: Any) -> Callable[[str], int]:

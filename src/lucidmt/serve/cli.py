@@ -29,7 +29,14 @@ def add_parsers(sub) -> None:
     p.add_argument("--engine", help="decoding engine, passed to Translator.load (e.g. ct2)")
     p.add_argument("--quantize", help="weight quantisation, passed to Translator.load (e.g. int8)")
     p.add_argument("--no-prepack", action="store_true", help="CPU fp32: no packed decoder weights (less memory)")
-    p.add_argument("--threads", type=int, help="PyTorch intra-op threads (default: PyTorch's choice)")
+    p.add_argument("--threads", type=int, help="PyTorch intra-op threads (default: PyTorch's choice; with --workers: "
+                   "per worker, default PyTorch's threads / N)")  # fmt: skip
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="CPU, native engine: decode in N processes, N batches at a time (throughput; N copies of the model)",
+    )
     g = p.add_argument_group("bounds")
     g.add_argument("--max-chars", type=int, default=_D.max_chars, help="characters per text")
     g.add_argument("--max-texts", type=int, default=_D.max_texts, help="texts per request")
@@ -65,12 +72,8 @@ def _is_loopback(host: str) -> bool:
 
 
 def cmd_serve(a) -> int:
-    import uvicorn
-
     from ..decode.translator import Translator
     from ..errors import ConfigurationError
-    from .app import create_app
-    from .auth import resolve_api_key
 
     limits = Limits(
         max_chars=a.max_chars,
@@ -84,7 +87,7 @@ def cmd_serve(a) -> int:
         max_wait_ms=a.max_wait_ms,
     )
     limits.validate()
-    if a.threads:
+    if a.threads and a.workers == 1:
         import torch
 
         torch.set_num_threads(a.threads)
@@ -92,12 +95,27 @@ def cmd_serve(a) -> int:
     extra = {k: v for k, v in (("engine", a.engine), ("quantize", a.quantize)) if v is not None}
     if a.no_prepack:
         extra["prepack"] = False
+    if a.workers != 1:
+        extra.update(workers=a.workers, threads=a.threads or 0)
     try:
         translator = Translator.load(a.run, device=a.device, **extra)
     except TypeError as exc:
         if extra and any(k in str(exc) for k in extra):
             raise ConfigurationError(f"this lucidmt build does not support --{'/--'.join(extra)} ({exc})") from None
         raise
+    try:
+        return _serve(a, translator, limits)
+    finally:
+        if getattr(translator, "pool", None) is not None:
+            translator.close()  # stop the decoding worker processes
+
+
+def _serve(a, translator, limits: Limits) -> int:
+    import uvicorn
+
+    from .app import create_app
+    from .auth import resolve_api_key
+
     api_key = resolve_api_key(a.api_key)
     app = create_app(translator, limits, api_key=api_key, model_name=a.model_name)
     cfg = translator.config
@@ -105,6 +123,8 @@ def cmd_serve(a) -> int:
     if not _is_loopback(a.host) and api_key is None:
         print(f"lucidmt: warning: serving on {a.host} without an API key", file=sys.stderr)
     batching = "off" if a.no_batching else f"{a.batch_tokens} tokens / {a.max_wait_ms:g} ms"
+    if a.workers > 1:
+        batching += f"; {a.workers} decoding processes"
     print(
         f"lucidmt: serving {translator.source} ({langs}) on http://{a.host}:{a.port}/ "
         f"(batching {batching}; API key {'required' if api_key else 'off'})",

@@ -73,14 +73,24 @@ def load_weights(model: Seq2Seq, path: str | Path) -> None:
 
 
 def load_checkpoint(folder: str | Path, device: str | torch.device = "cpu") -> tuple[Seq2Seq, RunConfig, Tokenizer]:
+    cfg, tok = read_checkpoint(folder)
+    return load_model(folder, cfg, device), cfg, tok
+
+
+def read_checkpoint(folder: str | Path) -> tuple[RunConfig, Tokenizer]:
+    """A checkpoint's configuration and tokenizer, without its weights."""
     folder = Path(folder)
     for name in ("config.yaml", "model.safetensors", "tokenizer"):
         if not (folder / name).exists():
             raise CheckpointError(f"{folder}: not a checkpoint (missing {name})")
-    cfg = RunConfig.load(folder / "config.yaml")
+    return RunConfig.load(folder / "config.yaml"), Tokenizer(folder / "tokenizer")
+
+
+def load_model(folder: str | Path, cfg: RunConfig, device: str | torch.device = "cpu") -> Seq2Seq:
+    """The model of a checkpoint whose configuration `read_checkpoint` returned, in eval mode."""
     model = Seq2Seq(cfg.model)
-    load_weights(model, folder / "model.safetensors")
-    return model.to(device).eval(), cfg, Tokenizer(folder / "tokenizer")
+    load_weights(model, Path(folder) / "model.safetensors")
+    return model.to(device).eval()
 
 
 def load_train_state(folder: str | Path) -> dict[str, Any]:
