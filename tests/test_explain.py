@@ -54,6 +54,10 @@ def reverser(tmp_path_factory):
     prepare(par(train_pairs), par(valid_pairs), root / "prep", PrepareOptions("xx", "yy", vocab_size=100), log=print)
     cfg = tiny_config(max_steps=600, valid_every=10_000, lr=5e-3, warmup_steps=30, valid_bleu=False)
     cfg.model.activation = "gelu"  # smooth: integrated gradients' quadrature error then reflects the code, not kinks
+    # label smoothing keeps the model from growing sharp transitions: without it, 1 of 9 trainings (seeds 1-6 on
+    # 1 thread, 1-3 on 2) failed the 1% quadrature bound and the reversal scores sat near their thresholds
+    # (31-33 of 40 reversed); with it every one of them reverses 36-39 of 40 and aligns 97-99% of the links
+    cfg.train.label_smoothing = 0.1
     train(root / "prep", root / "run", cfg, progress=False, log=lambda *_: None)
     return Translator.load(root / "run", device="cpu"), root / "run"
 
@@ -73,7 +77,7 @@ def test_words_group_pieces_and_pool_keeps_mass():
 def test_alignment_recovers_the_reversal(reverser):
     """Cross-attention alignments of held-out pairs, forced on the gold reversal, must match the gold alignment
     for at least 85% of the links. Why 85%: attention is not trained to align, but to reverse a sequence the model
-    must route every source word to exactly one output step; a trained model gives 94-99% here, while a
+    must route every source word to exactly one output step; a trained model gives 97-99% here, while a
     monotone (copy-like) or random alignment gives about 1/n (13-33%)."""
     tr, _ = reverser
     pairs = reversal_pairs(40, 2)
@@ -199,19 +203,21 @@ def test_cli_explain_and_translate_alignments(reverser, tmp_path, capsys):
     from lucidmt.cli import main
 
     _, run = reverser
-    assert main(["explain", str(run), "hazel iris dates", "--out", str(tmp_path / "e"), "--ig-steps", "8"]) == 0
+    trained = reversal_pairs(600, 0)  # sentences the fixture learned, so that the gold reversal is its output
+    (s3, r3), (s4, r4) = (next(p for p in trained if len(p[0].split()) == n) for n in (3, 4))
+    assert main(["explain", str(run), s3, "--out", str(tmp_path / "e"), "--ig-steps", "8"]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[0] == "dates iris hazel" and out[1] == "alignment: 2-0 1-1 0-2"
+    assert out[0] == r3 and out[1] == "alignment: 2-0 1-1 0-2"
     assert out[2].startswith("alignment (alti): ") and out[3].startswith("alignment (integrated_gradients): ")
     assert (tmp_path / "e.html").exists() and (tmp_path / "e.json").exists() and (tmp_path / "e.png").exists()
-    (tmp_path / "in.txt").write_text("hazel iris dates\n\nfig kiwi lemon mango\n", encoding="utf-8")
+    (tmp_path / "in.txt").write_text(f"{s3}\n\n{s4}\n", encoding="utf-8")
     assert main(["translate", str(run), "--alignments", "-i", str(tmp_path / "in.txt")]) == 0
     rows = capsys.readouterr().out.splitlines()
-    assert rows[:2] == ["dates iris hazel\t2-0 1-1 0-2", "\t"]
+    assert rows[:2] == [f"{r3}\t2-0 1-1 0-2", "\t"]
     text, links = rows[2].split("\t")
-    assert text == "mango lemon kiwi fig" and [t for _, t in parse_pharaoh(links)] == [0, 1, 2, 3]
-    assert main(["explain", str(run), "fig kiwi", "--methods", "alti", "--json", "--out", str(tmp_path / "j")]) == 0
+    assert text == r4 and [t for _, t in parse_pharaoh(links)] == [0, 1, 2, 3]
+    assert main(["explain", str(run), s4, "--methods", "alti", "--json", "--out", str(tmp_path / "j")]) == 0
     d = json.loads(capsys.readouterr().out)
-    assert d["translation"] == "kiwi fig" and set(d["attributions"]) == {"alti"}
+    assert d["translation"] == r4 and set(d["attributions"]) == {"alti"}
     assert main(["explain", str(run), "fig", "--alignment-layer", "9", "--out", str(tmp_path / "x")]) == 1
     assert "lucidmt: error: alignment layer 9" in capsys.readouterr().err
