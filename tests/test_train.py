@@ -1,5 +1,6 @@
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -145,53 +146,72 @@ def test_average_checkpoints(prepared, tmp_path):
     assert not (out / "train_state.pt").exists()
 
 
-def test_ddp_with_two_processes_equals_gradient_accumulation(prepared, tmp_path):
-    """2 gloo ranks each taking every other batch = 1 process accumulating 2 batches per step."""
-    common = [
-        "--data",
-        str(prepared),
-        "--preset",
-        "tiny",
-        "--no-progress",
-        "--max-steps",
-        "4",
-        "valid_every=4",
-        "max_tokens=200",
-        "model.dropout=0",
-        "valid_bleu=false",
-        "seed=3",
-    ]  # noqa: E128
+def torchrun(args: list[str], port: int, env: dict) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(port)]
+    return subprocess.run([*cmd, "-m", "lucidmt", *args], capture_output=True, text=True, env=env, timeout=300)
+
+
+@pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
+def test_two_processes_equal_gradient_accumulation(prepared, tmp_path, parallel):
+    """2 gloo ranks each taking every other batch = 1 process accumulating 2 batches per step, whether the ranks
+    replicate the model (DDP) or shard it (FSDP). FSDP also resumes: a run stopped at step 2 and resumed ends at
+    step 4 with the weights of the uninterrupted run."""
+    common = ["--data", str(prepared), "--preset", "tiny", "--no-progress"]  # options, then the overrides
+    overrides = ["model.dropout=0", "valid_bleu=false", "max_tokens=200", "seed=3", "valid_every=2"]
+    overrides.append(f"parallel={parallel}")
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    ddp = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--nproc-per-node",
-            "2",
-            "--master-port",
-            "29533",
-            "-m",
-            "lucidmt",
-            "train",
-            *common,
-            "--out",
-            str(tmp_path / "ddp"),
-        ],  # noqa: E128
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
-    assert ddp.returncode == 0, ddp.stderr[-3000:]
-    single = run_cli("train", *common, "accum_steps=2", "--out", str(tmp_path / "single"), env=env)
+    port = 29533 if parallel == "ddp" else 29543
+    dist = torchrun(["train", *common, "--max-steps", "4", "--out", str(tmp_path / "dist"), *overrides], port, env)
+    assert dist.returncode == 0, dist.stderr[-3000:]
+    single = run_cli("train", *common, "--max-steps", "4", "--out", str(tmp_path / "single"), *overrides,
+                     "accum_steps=2", env=env)  # fmt: skip
     assert single.returncode == 0, single.stderr
-    a = weights(tmp_path / "ddp" / "checkpoints" / "step-0000004")
+    a = weights(tmp_path / "dist" / "checkpoints" / "step-0000004")
     b = weights(tmp_path / "single" / "checkpoints" / "step-0000004")
+    assert a.keys() == b.keys()
     for k in a:
         torch.testing.assert_close(a[k], b[k], atol=2e-5, rtol=1e-4)
-    summary = json.loads((tmp_path / "ddp" / "train_summary.json").read_text())
+    summary = json.loads((tmp_path / "dist" / "train_summary.json").read_text())
     assert summary["steps"] == 4
+    assert (tmp_path / "dist" / "best" / "model.safetensors").exists()
+    if parallel == "fsdp":
+        share = re.search(r"fsdp: rank 0 holds [\d,]+ parameter elements \((\d+)%\)", dist.stdout + dist.stderr)
+        assert share and 45 <= int(share.group(1)) <= 55, dist.stdout[-2000:]  # half of each tensor, rounded up
+        cut = ["train", *common, "--max-steps", "2", "--out", str(tmp_path / "cut"), *overrides]
+        first = torchrun(cut, port + 1, env)
+        assert first.returncode == 0, first.stderr[-3000:]
+        resumed = torchrun(["train", "--data", str(prepared), "--out", str(tmp_path / "cut"), "--resume",
+                            "--no-progress", "--max-steps", "4"], port + 2, env)  # fmt: skip
+        assert resumed.returncode == 0, resumed.stderr[-3000:]
+        c = weights(tmp_path / "cut" / "checkpoints" / "step-0000004")
+        for k in a:
+            assert torch.equal(a[k], c[k]), k
+        # the sharded run's checkpoint also resumes in one process (optimizer state by name -> by position), and a
+        # one-process checkpoint under FSDP (by position -> by name)
+        one = run_cli("train", "--data", str(prepared), "--out", str(tmp_path / "cut"), "--resume", "--max-steps", "6")
+        assert one.returncode == 0, one.stderr
+        back = ["train", "--data", str(prepared), "--out", str(tmp_path / "cut"), "--resume", "--no-progress"]
+        back = torchrun([*back, "--max-steps", "8"], port + 3, env)
+        assert back.returncode == 0, back.stderr[-3000:]
+        assert json.loads((tmp_path / "cut" / "train_summary.json").read_text())["steps"] == 8
+
+
+def test_optimizer_state_converts_between_positions_and_names(prepared, tmp_path):
+    """How a one-process checkpoint resumes under FSDP and back: the optimizer state re-keyed by parameter name
+    (as FSDP saves it) and back to positions gives the same state."""
+    from lucidmt.data.prepare import Prepared
+    from lucidmt.train.trainer import Trainer
+
+    tr = Trainer(tiny_config(max_steps=2, valid_every=2), Prepared(prepared), tmp_path / "r", **QUIET)
+    tr.fit()
+    st = tr.optimizer.state_dict()
+    named = tr._names(st)
+    assert set(named["state"]) == {n for n, _ in tr.model.named_parameters()}
+    assert named["state"]["encoder.embed.tokens.weight"]["exp_avg"].shape == tr.model.encoder.embed.tokens.weight.shape
+    back = tr._positions(named)
+    assert back["param_groups"] == st["param_groups"]
+    for i, v in st["state"].items():
+        assert all(torch.equal(back["state"][i][k], v[k]) for k in ("exp_avg", "exp_avg_sq", "step"))
 
 
 def test_learning_rate_schedules():

@@ -103,6 +103,12 @@ class TrainConfig:
     seed: int = _f(1, "seed of initialisation, batch order and dropout")
     init_from: str = _f("", "fine-tune: start from this checkpoint's weights (the model section must match it)")
     compile: bool = _f(False, "torch.compile the model")
+    parallel: str = _f(
+        "ddp",
+        "with several processes (torchrun): ddp replicates the model; fsdp shards parameters, gradients and "
+        "optimizer state over the ranks (one unit per layer)",
+        ("ddp", "fsdp"),
+    )
     amp: str = _f("auto", "mixed precision: auto (bf16 on CUDA, fp32 on CPU), bf16, fp32", ("auto", "bf16", "fp32"))
     threads: int = _f(0, "CPU threads for torch (0: torch's default)")
     log_every: int = _f(50, "write training metrics every N steps")

@@ -61,13 +61,17 @@ def save_checkpoint(
 
 def load_weights(model: Seq2Seq, path: str | Path) -> None:
     """Load safetensors weights; every missing name must be an alias of a loaded tensor."""
-    state = load_file(str(path))
+    load_state(model, load_file(str(path)), str(path))
+
+
+def load_state(model: torch.nn.Module, state: dict[str, torch.Tensor], where: str) -> None:
+    """`model.load_state_dict(state)` where names of shared tensors may be missing (one name suffices)."""
     result = model.load_state_dict(state, strict=False)
     aliases = set(model.state_dict()) - set(unique_state_dict(model))
     missing = [k for k in result.missing_keys if k not in aliases]
     if missing or result.unexpected_keys:
         raise CheckpointError(
-            f"{path}: weights do not match the configuration (missing: {missing[:5]}, "
+            f"{where}: weights do not match the configuration (missing: {missing[:5]}, "
             f"unexpected: {result.unexpected_keys[:5]})"
         )
 

@@ -66,3 +66,36 @@ def setup(device: str | None = None) -> Dist:
     if world > 1 and not dist.is_initialized():
         dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo", rank=rank, world_size=world)
     return Dist(rank, world, local, dev)
+
+
+# -- FSDP (train.parallel=fsdp) ------------------------------------------------------------------------------------
+def fsdp_shard(root: torch.nn.Module, layers: list[torch.nn.Module]) -> None:
+    """Shard with FSDP2 (`fully_shard`): one unit per module of `layers` (gathered for its forward and backward,
+    then freed; inner modules before the layers that hold them), and the root unit for the rest (embeddings, final
+    norms, output bias). The root must be the module whose `forward` runs the whole model (the trainer's loss
+    module), so that the shared embedding stays gathered from the source embedding to the output projection."""
+    from torch.distributed.fsdp import fully_shard
+
+    for layer in layers:
+        fully_shard(layer)
+    fully_shard(root)
+
+
+def fsdp_full_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> tuple[dict, dict]:
+    """The full model and optimizer state (optimizer keyed by parameter name) on rank 0's CPU, empty on other
+    ranks. Collective: every rank must call it."""
+    from torch.distributed.checkpoint.state_dict import (
+        StateDictOptions,
+        get_model_state_dict,
+        get_optimizer_state_dict,
+    )
+
+    opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    return get_model_state_dict(model, options=opts), get_optimizer_state_dict(model, optimizer, options=opts)
+
+
+def fsdp_load_optimizer(model: torch.nn.Module, optimizer: torch.optim.Optimizer, state: dict) -> None:
+    """Shard a full optimizer state (from `fsdp_full_state`, read by every rank) into this rank's optimizer."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+    set_optimizer_state_dict(model, optimizer, state, options=StateDictOptions(full_state_dict=True))

@@ -1,7 +1,10 @@
 """The training loop: token-budget batches -> Seq2Seq -> label-smoothed loss -> AdamW; validate, checkpoint.
 
-One loop serves one CPU process, one GPU, and N processes under `torchrun` (DDP). Only rank 0 writes files;
-every decision that changes control flow (stop, early stop) is broadcast from rank 0 so ranks never diverge.
+One loop serves one CPU process, one GPU, and N processes under `torchrun` (DDP, or FSDP with
+`train.parallel=fsdp`). Only rank 0 writes files; every decision that changes control flow (stop, early stop) is
+broadcast from rank 0 so ranks never diverge. Under FSDP each rank holds a shard of every parameter, gradient and
+optimizer state; at each validation the full weights are gathered into a plain copy on rank 0, which validates,
+decodes and saves them.
 A run can be killed at any moment and `--resume` continues bit-exactly from its last checkpoint: the
 checkpoint holds the optimizer, the step, the position in the epoch's batch list and every rank's RNG state,
 and the batch list itself is a pure function of (seed, epoch).
@@ -30,6 +33,7 @@ from ..model import Seq2Seq, count_parameters
 from . import distributed
 from .checkpoint import (
     list_checkpoints,
+    load_state,
     load_train_state,
     load_weights,
     prune_checkpoints,
@@ -137,6 +141,16 @@ class Trainer:
         if t.init_from and self.resume_from is None:
             self._init_from(Path(t.init_from))
         self.n_params = count_parameters(self.model)
+        self.fsdp = t.parallel == "fsdp" and self.dist.enabled
+        self.loss = Seq2SeqLoss(self.model, t.label_smoothing)
+        self.eval_model = self.model  # what validates and what is saved: under FSDP a full copy on rank 0
+        if self.fsdp:
+            if self.resume_from is not None:  # weights go in before sharding; the optimizer state after
+                load_weights(self.model, self.resume_from / "model.safetensors")
+            dec = self.model.decoder.layers  # cross-attention K/V run before the decoder layers: units of their own
+            units = [*(layer.cross_attn.kv for layer in dec), *self.model.encoder.layers, *dec]
+            distributed.fsdp_shard(self.loss, units)
+            self.eval_model = Seq2Seq(cfg.model).to(self.device) if self.dist.main else None
         decay = [p for n, p in self.model.named_parameters() if p.dim() >= 2]
         no_decay = [p for n, p in self.model.named_parameters() if p.dim() < 2]
         self.optimizer = adamw(
@@ -145,9 +159,8 @@ class Trainer:
             betas=tuple(t.betas),
             eps=1e-8 if self.device.type == "cuda" else 1e-9,
         )
-        self.loss = Seq2SeqLoss(self.model, t.label_smoothing)
         self.train_model: nn.Module = self.loss
-        if self.dist.enabled:
+        if self.dist.enabled and not self.fsdp:
             self.train_model = nn.parallel.DistributedDataParallel(
                 self.loss, device_ids=[self.device.index] if self.device.type == "cuda" else None
             )
@@ -202,13 +215,52 @@ class Trainer:
         torch.distributed.all_gather_object(gathered, mine)
         return gathered
 
-    def _train_state(self, rng: list[torch.Tensor]) -> dict:
+    def local_parameters(self) -> int:
+        """Parameter elements this rank stores: all of them, or under FSDP its shard of each."""
+        from torch.distributed.tensor import DTensor
+
+        return sum((p.to_local() if isinstance(p, DTensor) else p).numel() for p in self.model.parameters())
+
+    def _parameter_order(self) -> list[str]:
+        """The optimizer's parameters by name, in the order of their positions in its state dict."""
+        names = {p: n for n, p in self.model.named_parameters()}
+        return [names[p] for g in self.optimizer.param_groups for p in g["params"]]
+
+    def _names(self, state: dict) -> dict:
+        """An optimizer state keyed by position -> keyed by parameter name (a one-process run resumed by FSDP)."""
+        order = self._parameter_order()
+        return {
+            "state": {order[i]: v for i, v in state["state"].items()},
+            "param_groups": [dict(g, params=[order[i] for i in g["params"]]) for g in state["param_groups"]],
+        }
+
+    def _positions(self, state: dict) -> dict:
+        """An optimizer state keyed by parameter name -> keyed by position (an FSDP run resumed without FSDP)."""
+        pos = {n: i for i, n in enumerate(self._parameter_order())}
+        return {
+            "state": {pos[n]: v for n, v in state["state"].items()},
+            "param_groups": [dict(g, params=[pos[n] for n in g["params"]]) for g in state["param_groups"]],
+        }
+
+    def _snapshot(self) -> tuple[list[torch.Tensor], dict | None]:
+        """What a checkpoint needs from every rank (collective): the RNG states and, under FSDP, the full
+        optimizer state, with the full weights loaded into rank 0's `eval_model`."""
+        rng = self._rng_states()
+        if not self.fsdp:
+            return rng, None
+        weights, optimizer = distributed.fsdp_full_state(self.model, self.optimizer)
+        if self.dist.main:
+            load_state(self.eval_model, weights, "the gathered FSDP weights")
+        return rng, optimizer
+
+    def _train_state(self, rng: list[torch.Tensor], optimizer: dict | None = None) -> dict:
         state = {
             "step": self.step,
             "epoch": self.epoch,
             "batch_pos": self.batch_pos,
             "elapsed": self.elapsed,
-            "optimizer": self.optimizer.state_dict(),
+            "optimizer": self.optimizer.state_dict() if optimizer is None else optimizer,
+            "optimizer_by_name": optimizer is not None,  # FSDP: keyed by parameter name, not position
             "rng": rng,
             "world": self.dist.world,
             "best_metric": self.best_metric if self.best_metric is not None else float("nan"),
@@ -220,9 +272,15 @@ class Trainer:
         return state
 
     def _restore(self, folder: Path) -> None:
-        load_weights(self.model, folder / "model.safetensors")
         st = load_train_state(folder)
-        self.optimizer.load_state_dict(st["optimizer"])
+        optimizer = st["optimizer"]  # keyed by position (one process, DDP) or by parameter name (FSDP)
+        by_name = bool(st.get("optimizer_by_name", False))
+        if self.fsdp:
+            by_name_state = optimizer if by_name else self._names(optimizer)
+            distributed.fsdp_load_optimizer(self.model, self.optimizer, by_name_state)
+        else:
+            load_weights(self.model, folder / "model.safetensors")
+            self.optimizer.load_state_dict(self._positions(optimizer) if by_name else optimizer)
         self.step, self.epoch, self.batch_pos = int(st["step"]), int(st["epoch"]), int(st["batch_pos"])
         self.elapsed = float(st["elapsed"])
         bm = float(st["best_metric"])
@@ -262,6 +320,10 @@ class Trainer:
             f"model: {self.n_params:,} parameters | device {self.device} x{self.dist.world} | "
             f"{len(self.train_src):,} training pairs | max_tokens {t.max_tokens} x accum {t.accum_steps}"
         )
+        if self.fsdp:
+            mine = self.local_parameters()
+            share = mine / self.n_params
+            self.log(f"fsdp: rank 0 holds {mine:,} parameter elements ({share:.0%}), their gradients and Adam state")
         bar = None
         if self.progress:
             from tqdm import tqdm
@@ -315,7 +377,9 @@ class Trainer:
             stopped_by = "interrupted"
             self.log("interrupted: saving a checkpoint so that --resume can continue")
             if last_validated != self.step:
-                self._save(self._rng_states())
+                snapshot = self._snapshot()
+                if self.dist.main:
+                    self._save(*snapshot)
         finally:
             if bar is not None:
                 bar.close()
@@ -351,7 +415,9 @@ class Trainer:
         for i, b in enumerate(batches):
             b = b.to(self.device)
             sync = not self.dist.enabled or i == len(batches) - 1
-            ctx = contextlib.nullcontext() if sync else self.train_model.no_sync()
+            if self.fsdp:
+                self.loss.set_requires_gradient_sync(sync)
+            ctx = contextlib.nullcontext() if sync or self.fsdp else self.train_model.no_sync()
             with ctx, self.autocast():
                 loss, nll = self.train_model(b.src, b.tgt_in, b.tgt_out)
             # DDP averages gradients over ranks; scaling by world/global_tokens makes the result a per-token mean
@@ -390,7 +456,7 @@ class Trainer:
     # -- validation -------------------------------------------------------------------------------------------
     def _validate_and_save(self, metrics: MetricsLog | None) -> bool:
         """Validate on rank 0, checkpoint, update the best model; returns the (shared) early-stop decision."""
-        rng = self._rng_states()  # collective: every rank takes part
+        rng, optimizer = self._snapshot()  # collective: every rank takes part
         stop = 0.0
         if self.dist.main:
             t = self.cfg.train
@@ -407,9 +473,9 @@ class Trainer:
             self.last_valid = row
             if metrics is not None:
                 metrics.write(row)
-            folder = self._save(rng)
+            folder = self._save(rng, optimizer)
             if improved:
-                save_checkpoint(self.run_dir / "best", self.model, self.cfg, self.tok)
+                save_checkpoint(self.run_dir / "best", self.eval_model, self.cfg, self.tok)
             prune_checkpoints(self.run_dir, t.keep_last)
             plot_learning_curve(self.run_dir)
             bleu = f" | BLEU {row['valid_bleu']:.2f}" if row.get("valid_bleu") is not None else ""
@@ -421,9 +487,9 @@ class Trainer:
         (stop,) = self.dist.broadcast([stop])
         return bool(stop)
 
-    def _save(self, rng: list[torch.Tensor]) -> Path:
+    def _save(self, rng: list[torch.Tensor], optimizer: dict | None = None) -> Path:
         folder = self.run_dir / "checkpoints" / f"step-{self.step:07d}"
-        return save_checkpoint(folder, self.model, self.cfg, self.tok, self._train_state(rng))
+        return save_checkpoint(folder, self.eval_model, self.cfg, self.tok, self._train_state(rng, optimizer))
 
     @torch.inference_mode()
     def validate(self) -> dict:
@@ -432,13 +498,15 @@ class Trainer:
         from ..evaluate import quick_bleu
 
         t, pad = self.cfg.train, self.tok.pad_id
-        self.model.eval()
+        model = self.eval_model  # under FSDP, the full copy just gathered
+        loss = self.loss if model is self.model else Seq2SeqLoss(model, t.label_smoothing)
+        model.eval()
         nll_sum = tokens = 0.0
         batches = make_batches(lengths(self.valid_src), lengths(self.valid_tgt), t.max_tokens, 0, 0)
         for idx in batches:
             b = collate(self.valid_src, self.valid_tgt, idx, pad, self.tok.bos_id, self.tok.eos_id).to(self.device)
             with self.autocast():
-                _, nll = self.loss(b.src, b.tgt_in, b.tgt_out)
+                _, nll = loss(b.src, b.tgt_in, b.tgt_out)
             nll_sum += float(nll)
             tokens += b.n_tgt_tokens
         row = {"step": self.step, "epoch": self.epoch, "valid_nll": nll_sum / tokens}
@@ -447,12 +515,12 @@ class Trainer:
         if t.valid_bleu:
             src_text, ref_text = self.valid_text
             n = t.valid_max_sentences or len(src_text)
-            tr = Translator(self.model, self.tok, self.cfg, self.device)
+            tr = Translator(model, self.tok, self.cfg, self.device)
             with self.autocast():
                 hyps = tr.translate(src_text[:n], beam_size=1)
             row["valid_bleu"] = quick_bleu(hyps, ref_text[:n], self.cfg.data.tgt_lang)
         row["elapsed_min"] = self.elapsed / 60
-        self.model.train()
+        model.train()
         return row
 
 
