@@ -11,11 +11,11 @@ rm -rf "$OUT/run"
 lucidmt train --data "$OUT/prep" --out "$OUT/run" --preset small --config recipes/multi30k-small.yaml \
   --max-minutes "$MIN" valid_every=250
 echo "   learning curve: $OUT/run/learning_curve.png"
-echo "== 3. average the last checkpoints"
-lucidmt average "$OUT/run" --last 3 --out "$OUT/run/averaged"
+echo "== 3. choose on the validation set: the best checkpoint, the last, or an average of the last 2-3"
+lucidmt average "$OUT/run" --last 3 --select --out "$OUT/run/final"
 echo "== 4. evaluate on test_2016_flickr (beam 4)"
-lucidmt evaluate "$OUT/run/averaged" --dataset multi30k --split test_2016_flickr --beam 4
+lucidmt evaluate "$OUT/run/final" --dataset multi30k --split test_2016_flickr --beam 4
 echo "== 5. translate three sentences"
 printf '%s\n' "A man is riding a bicycle down the street." \
   "Two children are playing with a ball in the park." \
-  "A woman in a red dress is singing on stage." | lucidmt translate "$OUT/run/averaged" --beam 4
+  "A woman in a red dress is singing on stage." | lucidmt translate "$OUT/run/final" --beam 4

@@ -214,6 +214,40 @@ def test_optimizer_state_converts_between_positions_and_names(prepared, tmp_path
         assert all(torch.equal(back["state"][i][k], v[k]) for k in ("exp_avg", "exp_avg_sq", "step"))
 
 
+def test_average_select_chooses_on_validation(memorised, tmp_path, capsys):
+    """--select scores best, last and the averages on the run's validation set and keeps the winner: with an
+    untrained checkpoint among the last three, the 3-average scores low and is not chosen; the output holds the
+    winner's weights and the report."""
+    import shutil
+
+    from lucidmt.cli import main
+    from lucidmt.model import Seq2Seq
+    from lucidmt.train.checkpoint import save_checkpoint
+    from lucidmt.train.select import select_checkpoint
+
+    run = tmp_path / "run"
+    shutil.copytree(memorised[0], run)
+    steps = list_checkpoints(run)
+    assert len(steps) == 2
+    model, cfg, tok = load_checkpoint(steps[-1])
+    torch.manual_seed(0)
+    save_checkpoint(run / "checkpoints" / "step-0000001", Seq2Seq(cfg.model), cfg, tok)  # the oldest: untrained
+    report = select_checkpoint(run, tmp_path / "out", last=3, log=lambda *_: None)
+    scores = {c["candidate"]: c["valid_bleu"] for c in report["candidates"]}
+    assert list(scores) == ["best", f"last ({steps[-1].name})", "average of the last 2", "average of the last 3"]
+    assert scores["average of the last 3"] < scores["best"] - 20  # the untrained checkpoint drags it down
+    assert scores[report["chosen"]] == max(scores.values()) and report["chosen"] != "average of the last 3"
+    chosen = {"best": run / "best", f"last ({steps[-1].name})": steps[-1]}.get(report["chosen"])
+    got = weights(tmp_path / "out")
+    if chosen is not None:
+        assert all(torch.equal(got[k], v) for k, v in weights(chosen).items())
+    assert json.loads((tmp_path / "out" / "selection.json").read_text()) == report
+    assert not (tmp_path / "out" / "train_state.pt").exists()
+    assert main(["average", str(run), "--last", "2", "--select", "--beam", "1", "--out", str(tmp_path / "o2")]) == 0
+    assert "valid BLEU" in capsys.readouterr().out and (tmp_path / "o2" / "selection.json").exists()
+    assert main(["average", str(run), "--select", "--checkpoints", str(steps[0])]) == 1
+
+
 def test_learning_rate_schedules():
     cfg = tiny_config(lr=1e-3, warmup_steps=100).train
     assert learning_rate(50, cfg) == pytest.approx(5e-4)

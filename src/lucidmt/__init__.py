@@ -16,6 +16,7 @@ _LAZY = {
     "DecodeOptions": ("lucidmt.decode.search", "DecodeOptions"),
     "load": ("lucidmt.decode.translator", "load"),
     "train": ("lucidmt.train.trainer", "train"),
+    "select_checkpoint": ("lucidmt.train.select", "select_checkpoint"),
     "RunConfig": ("lucidmt.config", "RunConfig"),
     "preset": ("lucidmt.config", "preset"),
     "finetune_config": ("lucidmt.train.trainer", "finetune_config"),

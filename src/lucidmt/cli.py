@@ -179,6 +179,14 @@ def _add_average(sub) -> None:
     p.add_argument("--last", type=int, default=5, help="how many of the newest step checkpoints")
     p.add_argument("--checkpoints", nargs="+", help="explicit checkpoint folders instead of --last")
     p.add_argument("--out", help="output checkpoint folder (default: RUN/averaged)")
+    p.add_argument(
+        "--select",
+        action="store_true",
+        help="choose on the run's validation set between the best checkpoint, the last one and averages of the "
+        "last 2..K (--last), by sacreBLEU; writes the winner and selection.json",
+    )
+    p.add_argument("--beam", type=int, default=4, help="with --select: beam size of the validation decoding")
+    p.add_argument("--valid-sentences", type=int, default=0, help="with --select: at most N sentences (0: all)")
     p.set_defaults(func=cmd_average)
 
 
@@ -186,6 +194,14 @@ def cmd_average(a) -> int:
     from .errors import CheckpointError
     from .train.checkpoint import average_checkpoints, list_checkpoints
 
+    if a.select:
+        from .errors import ConfigurationError
+        from .train.select import select_checkpoint
+
+        if a.checkpoints:
+            raise ConfigurationError("--select chooses among the run's own checkpoints: use --last, not --checkpoints")
+        select_checkpoint(a.run, a.out, a.last, a.beam, a.valid_sentences)
+        return 0
     folders = a.checkpoints or [str(p) for p in list_checkpoints(a.run)[-a.last :]]
     if not folders:
         raise CheckpointError(f"{a.run}: no step checkpoints to average")
