@@ -91,8 +91,9 @@ def main() -> None:
     rows = {mode: launch(args, mode, 29650 + k) for k, mode in enumerate(("ddp", "fsdp"))}
     mb = lambda b: f"{b / 2**20:,.0f}"  # noqa: E731
     n = rows["ddp"][0]["n_params"]
+    cpu = hardware().rsplit(",", 1)[0]  # the CPU's name (each rank runs 1 thread, said below)
     print(
-        f"\nMemory per rank, `{args.preset}` preset ({n / 1e6:.0f}M parameters), 2 processes on {hardware()} "
+        f"\nMemory per rank, `{args.preset}` preset ({n / 1e6:.0f}M parameters), 2 processes on {cpu} "
         f"(gloo, 1 thread each), fp32, fused AdamW, {args.steps} steps of {args.max_tokens}-token batches; "
         "rank 0 shown (rank 1 alike).\n"
     )
