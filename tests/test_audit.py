@@ -307,6 +307,10 @@ def test_model_audit_end_to_end(tiny_run, prepared, tmp_path, capsys):
     assert_offline(page)
     assert "Scores by slice" in page and "Gender probe" in page and "Hallucination checks" in page
     assert main(["audit", str(tiny_run), "--src", str(tmp_path / "t.en")]) == 1  # no references
+    args[args.index("--out") + 1] = str(tmp_path / "w.html")
+    assert main([*args, "--workers", "2"]) == 0  # translated in 2 processes: the same audit
+    w = json.loads((tmp_path / "w.json").read_text(encoding="utf-8"))
+    assert w["slices"] == a["slices"] and w["robustness"] == a["robustness"] and w["gender"] == a["gender"]
 
 
 def test_audit_report_renders_in_chromium(tiny_run, prepared, tmp_path):

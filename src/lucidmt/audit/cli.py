@@ -36,6 +36,12 @@ def add_parsers(sub) -> None:
     )
     p.add_argument("--limit", type=int, help="audit only the first N sentences")
     p.add_argument("--device")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="CPU: translate in N processes (the test set, its noisy copies and the probe are thousands of lines)",
+    )
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_audit)
 
@@ -64,15 +70,20 @@ def add_parsers(sub) -> None:
 
 
 def cmd_audit(a) -> int:
+    from ..decode.translator import Translator
+
+    with Translator.load(a.run, device=a.device, workers=a.workers) as tr:
+        return _audit(a, tr)
+
+
+def _audit(a, tr) -> int:
     from ..data.corpus import load_dataset, read_parallel
     from ..data.prepare import Prepared
-    from ..decode.translator import Translator
     from ..errors import DataError
     from .model import audit_model
     from .render import write_audit
     from .slices import word_counts
 
-    tr = Translator.load(a.run, device=a.device)
     cfg = tr.config
     src_lang, tgt_lang = cfg.data.src_lang, cfg.data.tgt_lang
     if a.dataset:
