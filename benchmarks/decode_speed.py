@@ -20,7 +20,8 @@ subwords (eos excluded) / seconds, and how many outputs equal native fp32's.
 
 `--engines` may add rows that use the threads as single-threaded workers instead (inter-op parallelism, as
 Marian's --cpu-threads and CTranslate2's inter_threads do): `native-2w`, `native-int8-2w` (`Translator.load(...,
-workers=2)`), `ct2-direct-2w`, `ct2-int8-direct-2w` (inter_threads=2), and `hf-2p`, `hf-int8-2p` (HF `generate` in
+workers=2)`), `ct2-2w`, `ct2-int8-2w` (CTranslate2 through lucidmt with `workers=2`, i.e. inter_threads=2),
+`ct2-direct-2w`, `ct2-int8-direct-2w` (inter_threads=2), and `hf-2p`, `hf-int8-2p` (HF `generate` in
 2 processes of 1 thread, each given every other batch, started together once loaded). "same layout" compares a
 row with HF fp32 run the same way (1 process of 2 threads, or 2 of 1).
 """
@@ -90,14 +91,15 @@ def native(ckpt: Path, quantize: str | None, opts: dict, batch: int, workers: in
     return Engine(name, quantize or "fp32", run)
 
 
-def ct2_engine(export: Path, quantize: str | None, opts: dict, batch: int, threads: int) -> Engine:
-    tr = Translator.load(export, engine="ct2", quantize=quantize, threads=threads, max_batch_size=batch,
-                         max_batch_tokens=10**9)  # fmt: skip
+def ct2_engine(export: Path, quantize: str | None, opts: dict, batch: int, threads: int, workers: int = 1) -> Engine:
+    tr = Translator.load(export, engine="ct2", quantize=quantize, threads=max(1, threads // workers),
+                         max_batch_size=batch, max_batch_tokens=10**9, workers=workers)  # fmt: skip
 
     def run(texts):
         return [t.best.token_ids for t in tr.translate_batch(texts, **opts)]
 
-    return Engine("CTranslate2 via lucidmt", quantize or "fp32", run)
+    name = "CTranslate2 via lucidmt" if workers == 1 else f"CTranslate2 via lucidmt, workers={workers} x 1 thread"
+    return Engine(name, quantize or "fp32", run)
 
 
 def ct2_direct(export: Path, compute_type: str, opts: dict, batch: int, threads: int, tokenizer, limit: int,
@@ -161,7 +163,8 @@ def hf_engine(export: Path, quantize: bool, batch: int, beam: int, max_new: int 
 
 ENGINES = ("native", "native-int8", "hf", "hf-int8", "hf-glibc", "ct2", "ct2-int8", "ct2-direct", "ct2-int8-direct")
 # the same engines with the two cores used as 2 single-threaded workers (inter-op parallelism)
-PARALLEL = ("native-2w", "native-int8-2w", "hf-2p", "hf-int8-2p", "ct2-direct-2w", "ct2-int8-direct-2w")
+PARALLEL = ("native-2w", "native-int8-2w", "hf-2p", "hf-int8-2p", "ct2-2w", "ct2-int8-2w", "ct2-direct-2w",
+            "ct2-int8-direct-2w")  # fmt: skip
 
 
 def make_engine(name: str, spec: dict) -> Engine:
@@ -177,8 +180,8 @@ def make_engine(name: str, spec: dict) -> Engine:
         if name == "hf-glibc":
             e.name = "HF generate, glibc's default allocator"
         return e
-    if name in ("ct2", "ct2-int8"):
-        return ct2_engine(ct2_dir, "int8" if name == "ct2-int8" else None, opts, batch, threads)
+    if name in ("ct2", "ct2-int8", "ct2-2w", "ct2-int8-2w"):
+        return ct2_engine(ct2_dir, "int8" if "int8" in name else None, opts, batch, threads, workers)
     tok = Tokenizer(ckpt / "tokenizer")
     return ct2_direct(ct2_dir, "int8" if "int8" in name else "float32", opts, batch, threads, tok, spec["limit"],
                       workers)  # fmt: skip
@@ -345,8 +348,8 @@ def main() -> None:
     ref = results.get("native")
     hf = rate("hf") if "hf" in results else None
     hf_2p = rate("hf-2p") if "hf-2p" in results else None
-    direct = {"fp32": rate("ct2-direct") if "ct2-direct" in results else None}
-    direct["int8"] = rate("ct2-int8-direct") if "ct2-int8-direct" in results else None
+    direct = {(p, w): rate(f"ct2{q}-direct{w}") for p, q in (("fp32", ""), ("int8", "-int8")) for w in ("", "-2w")
+              if f"ct2{q}-direct{w}" in results}  # fmt: skip
     rows = []
     for n in names:
         e = results[n]
@@ -356,8 +359,9 @@ def main() -> None:
         like = hf_2p if parallel else hf  # HF fp32 with the cores used the same way
         vs_like = f"{r / like:.2f}x" if like else "n/a"
         vs_ct2 = "n/a"
-        if n in ("ct2", "ct2-int8") and direct.get(e["precision"]):
-            vs_ct2 = f"{r / direct[e['precision']]:.3f}x"
+        layout = "-2w" if n.endswith("-2w") else ""
+        if n in ("ct2", "ct2-int8", "ct2-2w", "ct2-int8-2w") and direct.get((e["precision"], layout)):
+            vs_ct2 = f"{r / direct[(e['precision'], layout)]:.3f}x"  # against CTranslate2 direct, same layout
         same = "n/a"
         if ref is not None:
             equal = sum(x == y for x, y in zip(e["outputs"], ref["outputs"], strict=True))

@@ -144,6 +144,12 @@ def test_ct2_length_penalised_beams_mostly_equal_native(ct2_exports, checkpoints
 def test_ct2_engine_from_a_checkpoint_and_quantized(memorised, tmp_path):
     run, src, tgt = memorised
     assert Translator.load(run, engine="ct2").translate(src, beam_size=4) == tgt  # converted on the fly
+    par = Translator.load(run, engine="ct2", workers=2, threads=1, max_batch_size=4)  # 2 batches at once
+    assert par.parallel == 2 and par.engine.workers == 2
+    many = par.translate_batch(src, beam_size=4, n_best=2)
+    one = Translator.load(run, engine="ct2", max_batch_size=4).translate_batch(src, beam_size=4, n_best=2)
+    assert [t.best.text for t in many] == tgt
+    assert [[h.score for h in t.hypotheses] for t in many] == [[h.score for h in t.hypotheses] for t in one]
     from lucidmt.interop.ctranslate2 import export_ctranslate2
 
     for quantization, compute in (("int8", "int8"), ("int16", "int16")):

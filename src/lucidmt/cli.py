@@ -249,8 +249,8 @@ def _add_decoding_args(p) -> None:
         "--workers",
         type=int,
         default=1,
-        help="CPU, native engine: decode batches in N processes, each with (torch threads / N) threads: more "
-        "sentences per second on multi-core CPUs, N copies of the model in memory",
+        help="CPU: decode N batches at a time, each with (torch threads / N) threads: more sentences per second on "
+        "multi-core CPUs (native engine: N processes, N copies of the model; ct2: CTranslate2's inter_threads)",
     )
 
 

@@ -110,6 +110,13 @@ class Translator:
                 return count_parameters(Seq2Seq(self.config.model))
         return count_parameters(self.model) if self.model is not None else None
 
+    @property
+    def parallel(self) -> int:
+        """How many batches decode at once: worker processes, CTranslate2's inter_threads, or 1."""
+        if self.pool is not None:
+            return self.pool.size
+        return max(1, getattr(self.engine, "workers", 1))
+
     def close(self) -> None:
         """Stop the decoding worker processes, if any (`workers` > 1)."""
         if self.pool is not None:
@@ -155,26 +162,27 @@ class Translator:
         `threads` its intra-op threads (0: as many as torch uses). `prepack` (CPU fp32): keep the decoder's
         weights in MKL's packed GEMM layout, 10-20% faster for extra memory. `workers` > 1 (native engine, CPU):
         decode batches in that many processes, each with `threads` torch threads (0: torch's threads / workers),
-        for throughput (see `lucidmt.decode.workers`); `close()` stops them. `kwargs` go to the constructor.
+        for throughput (see `lucidmt.decode.workers`); `close()` stops them. With `engine="ct2"`, `workers` is
+        CTranslate2's inter_threads (that many batches at once in one process). `kwargs` go to the constructor.
         """
         from ..errors import ConfigurationError
         from ..train.checkpoint import load_checkpoint, load_model, read_checkpoint, resolve_checkpoint
         from .quantize import check_quantize, for_inference
 
+        if workers < 1:
+            raise ConfigurationError(f"workers must be >= 1, got {workers}")
         if engine == "ct2":
-            if checkpoints or workers > 1:
-                raise ConfigurationError("ensembles (--checkpoints) and workers > 1 need the native engine")
+            if checkpoints:
+                raise ConfigurationError("ensembles (--checkpoints) need the native engine")
             from ..interop.ctranslate2 import CT2Engine
 
-            eng = CT2Engine.load(path, None if device is None else str(device), quantize, threads)
+            eng = CT2Engine.load(path, None if device is None else str(device), quantize, threads, workers)
             tr = cls(None, eng.tokenizer, eng.config, "cpu", engine=eng, **kwargs)
             tr.source = eng.source
             return tr
         if engine != "native":
             raise ConfigurationError(f"engine={engine!r}: expected native or ct2")
         device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        if workers < 1:
-            raise ConfigurationError(f"workers must be >= 1, got {workers}")
         if workers > 1 and device.type != "cpu":
             raise ConfigurationError("workers > 1 is for CPU decoding (a GPU runs one process)")
         quantize = check_quantize(quantize)
@@ -247,6 +255,9 @@ class Translator:
         jobs = [([src_ids[i] + [self.tokenizer.eos_id] for i in batch], opts, want_att) for batch in batches]
         if self.pool is not None and jobs:
             done = self.pool.map(jobs)  # decoded in the worker processes, in whatever order they finish
+        elif self.engine is not None and self.parallel > 1:
+            waits = [self.engine.submit(seqs, o) for seqs, o, _ in jobs]  # all batches queued at once
+            done = ((k, (wait(), None)) for k, wait in enumerate(waits))
         else:
             done = ((k, self._decode(*job)) for k, job in enumerate(jobs))
         for k, (hyps, att) in done:

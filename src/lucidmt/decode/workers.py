@@ -2,8 +2,8 @@
 
 One decoding step of one batch is a chain of small operations (beam bookkeeping, layer norms, attention over a
 cache, matrix products of ~128 rows) that PyTorch's intra-op threads share out poorly: on 2 cores, one process with
-2 threads decodes the base model at 791 (fp32) / 1,270 (int8) target tokens/s, two workers with 1 thread each at
-846 / 1,556 (benchmarks/decode_speed.py). This is what Marian's `--cpu-threads` and CTranslate2's `inter_threads`
+2 threads decodes the base model at 804 (fp32) / 1,263 (int8) target tokens/s, two workers with 1 thread each at
+876 / 1,590 (benchmarks/decode_speed.py). This is what Marian's `--cpu-threads` and CTranslate2's `inter_threads`
 do. Each worker is a `python -m lucidmt.decode.workers` process that loads the model once (`Translator.load` with
 the same arguments) and decodes whole batches; the parent tokenises, forms the batches, hands them out as workers
 free up and puts the results back in input order, so the outputs are those of one process (the same batches; float

@@ -209,7 +209,11 @@ def is_export(path: str | Path) -> bool:
 class CT2Engine:
     """Decodes with a CTranslate2 model folder; `Translator` calls `search` with lists of source ids."""
 
-    def __init__(self, folder: str | Path, device: str = "cpu", quantize: str | None = None, threads: int = 0):
+    def __init__(
+        self, folder: str | Path, device: str = "cpu", quantize: str | None = None, threads: int = 0, workers: int = 1
+    ):
+        """`threads`: intra-op threads per batch (0: torch's threads / workers); `workers` > 1: that many batches
+        decoded at once (CTranslate2's inter_threads: model replicas sharing the weights)."""
         ct2 = _require_ct2()
         folder = Path(folder)
         if quantize not in COMPUTE_TYPES:
@@ -219,8 +223,10 @@ class CT2Engine:
         self.tokenizer = Tokenizer(folder / "tokenizer")
         self.compute_type = COMPUTE_TYPES[quantize]
         self.device = device
+        self.workers = workers
+        intra = threads or max(1, torch.get_num_threads() // workers)
         self.translator = ct2.Translator(
-            str(folder), device=device, compute_type=self.compute_type, intra_threads=threads or torch.get_num_threads()
+            str(folder), device=device, compute_type=self.compute_type, intra_threads=intra, inter_threads=workers
         )
         m = self.config.model
         self.max_positions = m.max_positions
@@ -232,14 +238,15 @@ class CT2Engine:
         self.suppress = [[self.tgt_vocab[i]] for i in sorted({m.pad_id, m.bos_id} - {m.eos_id})]
 
     @classmethod
-    def load(cls, path: str | Path, device: str | None = None, quantize: str | None = None, threads: int = 0):
+    def load(cls, path: str | Path, device: str | None = None, quantize: str | None = None, threads: int = 0,
+             workers: int = 1):  # fmt: skip
         """An exported folder, or a lucidmt run/checkpoint converted (fp32) on the fly into a temporary folder."""
         import tempfile
 
         ct2 = _require_ct2()
         device = device or ("cuda" if ct2.get_cuda_device_count() > 0 else "cpu")
         if is_export(path):
-            engine = cls(path, device, quantize, threads)
+            engine = cls(path, device, quantize, threads, workers)
             engine.source = str(path)
             return engine
         from ..train.checkpoint import resolve_checkpoint
@@ -248,7 +255,7 @@ class CT2Engine:
         tmp = Path(tempfile.mkdtemp(prefix="lucidmt-ct2-"))
         try:
             export_ctranslate2(folder, tmp / "model")
-            engine = cls(tmp / "model", device, quantize, threads)
+            engine = cls(tmp / "model", device, quantize, threads, workers)
             engine.tokenizer = Tokenizer(folder / "tokenizer")  # the temporary copy goes away
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -295,11 +302,23 @@ class CT2Engine:
         )
 
     def search(self, seqs: list[list[int]], opts: DecodeOptions) -> list[list[Hyp]]:
+        return self.submit(seqs, opts)()
+
+    def submit(self, seqs: list[list[int]], opts: DecodeOptions):
+        """Start decoding one batch; returns a function that waits for its hypotheses. With `workers` > 1 the batch
+        runs asynchronously, so that several submitted batches decode at once (seeded sampling runs in order)."""
         if opts.sampling and opts.seed is not None:
             import ctranslate2
 
             ctranslate2.set_random_seed(opts.seed)
-        results = self.translator.translate_batch(self._tokens(seqs), **self.options(seqs, opts))
+        kw = self.options(seqs, opts)
+        if self.workers > 1 and not (opts.sampling and opts.seed is not None):
+            pending = self.translator.translate_batch(self._tokens(seqs), asynchronous=True, **kw)
+            return lambda: self._hypotheses([p.result() for p in pending], opts)
+        results = self.translator.translate_batch(self._tokens(seqs), **kw)
+        return lambda: self._hypotheses(results, opts)
+
+    def _hypotheses(self, results, opts: DecodeOptions) -> list[list[Hyp]]:
         greedy = opts.sampling or (opts.beam_size == 1 and opts.n_best == 1)
         alpha = 0.0 if greedy else opts.length_penalty  # as the native search ranks
         out = []

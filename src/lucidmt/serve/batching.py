@@ -2,8 +2,8 @@
 
     HTTP handlers (asyncio) ──submit──▶ bounded queue ──▶ worker thread (owns the Translator) ──▶ futures
 
-With decoding worker processes (`lucidmt serve --workers N`, a Translator whose `pool` has N processes) there are
-N such threads, each gathering its own batches and handing them to a free process, so N batches decode at once.
+With `lucidmt serve --workers N` (a Translator with N decoding processes, or CTranslate2 with N inter_threads)
+there are N such threads, each gathering its own batches, so N batches decode at once.
 
 A request joins the queue only if the texts already waiting plus its own fit in `Limits.max_queue`; otherwise it is
 refused at once (`Overloaded`, shown as 503 with Retry-After), so the queue can never grow without bound.
@@ -93,8 +93,7 @@ class Batcher:
         self._queue: deque[_Job] = deque()
         self._pending_texts = 0
         self._cond = threading.Condition()
-        pool = getattr(translator, "pool", None)
-        self.model_threads = max(1, getattr(pool, "size", 1))  # batches decoded at once
+        self.model_threads = max(1, int(getattr(translator, "parallel", 1)))  # batches decoded at once
         self._threads: list[threading.Thread] = []
         self._parent_model = threading.Lock()  # analyses run on this process's model copy, one at a time
         self._stopping = False

@@ -35,7 +35,8 @@ def add_parsers(sub) -> None:
         "--workers",
         type=int,
         default=1,
-        help="CPU, native engine: decode in N processes, N batches at a time (throughput; N copies of the model)",
+        help="CPU: decode N batches at a time (native engine: N processes, N copies of the model; ct2: N "
+        "inter_threads)",
     )
     g = p.add_argument_group("bounds")
     g.add_argument("--max-chars", type=int, default=_D.max_chars, help="characters per text")
@@ -124,7 +125,7 @@ def _serve(a, translator, limits: Limits) -> int:
         print(f"lucidmt: warning: serving on {a.host} without an API key", file=sys.stderr)
     batching = "off" if a.no_batching else f"{a.batch_tokens} tokens / {a.max_wait_ms:g} ms"
     if a.workers > 1:
-        batching += f"; {a.workers} decoding processes"
+        batching += f"; {a.workers} batches at a time"
     print(
         f"lucidmt: serving {translator.source} ({langs}) on http://{a.host}:{a.port}/ "
         f"(batching {batching}; API key {'required' if api_key else 'off'})",

@@ -142,6 +142,8 @@ class Trainer:
             self._init_from(Path(t.init_from))
         self.n_params = count_parameters(self.model)
         self.fsdp = t.parallel == "fsdp" and self.dist.enabled
+        if t.parallel == "fsdp" and not self.dist.enabled:
+            self.log("train.parallel=fsdp shards over the processes of `torchrun`; in one process it trains as usual")
         self.loss = Seq2SeqLoss(self.model, t.label_smoothing)
         self.eval_model = self.model  # what validates and what is saved: under FSDP a full copy on rank 0
         if self.fsdp:
