@@ -136,18 +136,13 @@ class Tokenizer:
         return self.src.encode(text, out_type=str)
 
     def tgt_id_to_piece(self, ids: Iterable[int]) -> list[str]:
-        out = []
-        for i in ids:
-            i = int(i)
-            if i == self.info.eos_id:
-                out.append("</s>")
-            elif self.pieces is not None:
-                out.append(self.pieces[i])
-            else:
-                out.append(self.tgt.id_to_piece(i))
-        return out
+        return self._id_to_piece(ids, self.tgt)
 
     def src_id_to_piece(self, ids: Iterable[int]) -> list[str]:
+        return self._id_to_piece(ids, self.src)
+
+    def _id_to_piece(self, ids: Iterable[int], spm) -> list[str]:
+        """Pieces of ids: "</s>" for eos, the shared vocabulary's piece where there is one, else `spm`'s."""
         out = []
         for i in ids:
             i = int(i)
@@ -156,7 +151,7 @@ class Tokenizer:
             elif self.pieces is not None:
                 out.append(self.pieces[i])
             else:
-                out.append(self.src.id_to_piece(i))
+                out.append(spm.id_to_piece(i))
         return out
 
     # -- files ------------------------------------------------------------------------------------------
