@@ -5,9 +5,10 @@
 
 For each mode this script starts `torchrun --nproc-per-node 2` on itself; every rank builds lucidmt's `Trainer` on
 Multi30k en-de (joint 8k BPE), runs `--steps` optimizer steps (fused AdamW, fp32) and reports what it holds:
-parameter, gradient and AdamW-state bytes (the tensors it owns, counted exactly) and its peak resident memory
-(ru_maxrss: everything, Python and PyTorch included). DDP replicates all three on every rank; FSDP keeps 1/N of
-each and gathers one layer's weights at a time. The markdown table puts FSDP beside DDP with the ratio.
+parameter, gradient (when the optimizer steps) and AdamW-state bytes (the tensors it owns, counted exactly) and
+its peak resident memory (ru_maxrss: everything, Python and PyTorch included). DDP replicates all three on every
+rank; FSDP keeps 1/N of each and gathers one layer's weights at a time. The markdown table puts FSDP beside DDP
+with the ratio.
 """
 
 from __future__ import annotations
@@ -38,21 +39,25 @@ def rank_main(args) -> None:
     run = Path(tempfile.mkdtemp()) / "run"
     tr = Trainer(cfg, Prepared(args.data), run, progress=False, log=lambda *_: None)
     src, tgt, batches = tr._epoch_data(0)
+
+    def local(t) -> int:
+        return (t.to_local() if isinstance(t, DTensor) else t).nbytes
+
+    grads = []  # the gradients this rank holds when the optimizer steps (they are freed after it)
+    tr.optimizer.register_step_pre_hook(
+        lambda *_: grads.append(sum(local(p.grad) for p in tr.model.parameters() if p.grad is not None))
+    )
     t0 = time.perf_counter()
     tokens = 0.0
     for i in range(args.steps):
         tokens += tr._train_step(src, tgt, batches[i : i + 1])[2]
     seconds = time.perf_counter() - t0
-
-    def local(t) -> int:
-        return (t.to_local() if isinstance(t, DTensor) else t).nbytes
-
     params = sum(local(p) for p in tr.model.parameters())
     adam = sum(local(v) for st in tr.optimizer.state.values() for v in st.values() if torch.is_tensor(v))
     report = dict(
         rank=tr.dist.rank,
         params=params,
-        grads=params,  # a gradient per parameter element, as the parameters (freed after each step)
+        grads=max(grads),
         adam=adam,
         peak_rss=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
         n_params=tr.n_params,

@@ -223,7 +223,7 @@ def test_average_select_chooses_on_validation(memorised, tmp_path, capsys):
     from lucidmt.cli import main
     from lucidmt.model import Seq2Seq
     from lucidmt.train.checkpoint import save_checkpoint
-    from lucidmt.train.select import select_checkpoint
+    from lucidmt.train.select import candidates, select_checkpoint
 
     run = tmp_path / "run"
     shutil.copytree(memorised[0], run)
@@ -237,10 +237,10 @@ def test_average_select_chooses_on_validation(memorised, tmp_path, capsys):
     assert list(scores) == ["best", f"last ({steps[-1].name})", "average of the last 2", "average of the last 3"]
     assert scores["average of the last 3"] < scores["best"] - 20  # the untrained checkpoint drags it down
     assert scores[report["chosen"]] == max(scores.values()) and report["chosen"] != "average of the last 3"
-    chosen = {"best": run / "best", f"last ({steps[-1].name})": steps[-1]}.get(report["chosen"])
     got = weights(tmp_path / "out")
-    if chosen is not None:
-        assert all(torch.equal(got[k], v) for k, v in weights(chosen).items())
+    folders = dict(candidates(run, 3))[report["chosen"]]  # the winner's checkpoints: one, or the averaged ones
+    want = weights(folders[0] if len(folders) == 1 else average_checkpoints(folders, tmp_path / "expected"))
+    assert got.keys() == want.keys() and all(torch.equal(got[k], v) for k, v in want.items())
     assert json.loads((tmp_path / "out" / "selection.json").read_text()) == report
     assert not (tmp_path / "out" / "train_state.pt").exists()
     assert main(["average", str(run), "--last", "2", "--select", "--beam", "1", "--out", str(tmp_path / "o2")]) == 0

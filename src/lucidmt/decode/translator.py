@@ -255,7 +255,7 @@ class Translator:
         jobs = [([src_ids[i] + [self.tokenizer.eos_id] for i in batch], opts, want_att) for batch in batches]
         if self.pool is not None and jobs:
             done = self.pool.map(jobs)  # decoded in the worker processes, in whatever order they finish
-        elif self.engine is not None and self.parallel > 1:
+        elif self.parallel > 1:  # CTranslate2 with inter_threads
             waits = [self.engine.submit(seqs, o) for seqs, o, _ in jobs]  # all batches queued at once
             done = ((k, (wait(), None)) for k, wait in enumerate(waits))
         else:

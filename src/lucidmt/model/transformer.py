@@ -593,9 +593,8 @@ class Seq2Seq(nn.Module):
         return self.encoder(src, padding_mask(src, self.cfg.pad_id), need_weights)
 
     def memory_kv(self, memory: Memory) -> list[tuple[Tensor, Tensor]]:
-        if memory.packed is not None:  # project the real positions only
-            return [layer.cross_attn.project_memory(memory.packed, memory.packing) for layer in self.decoder.layers]
-        return [layer.cross_attn.project_memory(memory.states) for layer in self.decoder.layers]
+        states = memory.states if memory.packed is None else memory.packed  # packed: the real positions only
+        return [layer.cross_attn.project_memory(states, memory.packing) for layer in self.decoder.layers]
 
     def decode(self, tgt_in: Tensor, memory: Memory, need_weights: bool = False) -> DecoderOutput:
         """(B, T) decoder input ids (starting with bos) -> hidden states (B, T, D), all positions at once."""

@@ -307,8 +307,7 @@ def create_app(
         return _error(422, "invalid_request", str(exc))
 
     @app.exception_handler(WorkerError)
-    async def on_worker_failure(request: Request, exc: WorkerError):  # a decoding process failed: not the client's
-        log.error("decoding worker failure on %s %s: %s", request.method, request.url.path, exc)
+    async def on_worker_failure(request: Request, exc: WorkerError):  # not the client's: the batcher logged it
         return _error(500, "internal", "a decoding worker failed (details are in the server log)")
 
     @app.exception_handler(Exception)

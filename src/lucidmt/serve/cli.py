@@ -107,8 +107,7 @@ def cmd_serve(a) -> int:
     try:
         return _serve(a, translator, limits)
     finally:
-        if getattr(translator, "pool", None) is not None:
-            translator.close()  # stop the decoding worker processes
+        translator.close()  # stops the decoding worker processes, if any
 
 
 def _serve(a, translator, limits: Limits) -> int:

@@ -41,9 +41,11 @@ def select_checkpoint(
     beam_size: int = 4,
     max_sentences: int = 0,
     log=print,
+    device: str | None = None,
 ) -> dict:
     """Score each candidate on the validation set, write the winner to `out` (default RUN/averaged) as a plain
-    checkpoint with `selection.json` beside its weights, and return that report."""
+    checkpoint with `selection.json` beside its weights, and return that report. `device`: as `Translator.load`
+    (default: CUDA when available)."""
     from ..data.prepare import Prepared
     from ..decode.translator import Translator
     from ..evaluate import quick_bleu
@@ -65,7 +67,7 @@ def select_checkpoint(
     try:
         for i, (name, folders) in enumerate(cands):
             folder = folders[0] if len(folders) == 1 else average_checkpoints(folders, work / f"cand-{i}")
-            tr = Translator.load(folder, device="cpu")
+            tr = Translator.load(folder, device=device)
             bleu = quick_bleu(tr.translate(src, beam_size=beam_size), ref, cfg.data.tgt_lang)
             scores.append({"candidate": name, "checkpoints": [f.name for f in folders], "valid_bleu": bleu})
             log(f"{name}: valid BLEU {bleu:.2f} ({', '.join(f.name for f in folders)})")
@@ -81,7 +83,7 @@ def select_checkpoint(
             if len(folders) == 1:
                 shutil.copytree(folders[0], tmp, ignore=shutil.ignore_patterns("train_state.pt"))
             else:
-                shutil.copytree(work / f"cand-{win}", tmp)
+                shutil.move(work / f"cand-{win}", tmp)
             write_json(tmp / "selection.json", report)
     finally:
         shutil.rmtree(work, ignore_errors=True)

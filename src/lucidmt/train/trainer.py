@@ -84,6 +84,14 @@ def adamw(groups, **kwargs) -> torch.optim.AdamW:
         return torch.optim.AdamW(groups, **kwargs)
 
 
+def _rekey(state: dict, key: dict) -> dict:
+    """An optimizer state dict with each parameter key k replaced by key[k] (position <-> name)."""
+    return {
+        "state": {key[k]: v for k, v in state["state"].items()},
+        "param_groups": [dict(g, params=[key[k] for k in g["params"]]) for g in state["param_groups"]],
+    }
+
+
 class Trainer:
     def __init__(
         self,
@@ -230,19 +238,11 @@ class Trainer:
 
     def _names(self, state: dict) -> dict:
         """An optimizer state keyed by position -> keyed by parameter name (a one-process run resumed by FSDP)."""
-        order = self._parameter_order()
-        return {
-            "state": {order[i]: v for i, v in state["state"].items()},
-            "param_groups": [dict(g, params=[order[i] for i in g["params"]]) for g in state["param_groups"]],
-        }
+        return _rekey(state, dict(enumerate(self._parameter_order())))
 
     def _positions(self, state: dict) -> dict:
         """An optimizer state keyed by parameter name -> keyed by position (an FSDP run resumed without FSDP)."""
-        pos = {n: i for i, n in enumerate(self._parameter_order())}
-        return {
-            "state": {pos[n]: v for n, v in state["state"].items()},
-            "param_groups": [dict(g, params=[pos[n] for n in g["params"]]) for g in state["param_groups"]],
-        }
+        return _rekey(state, {n: i for i, n in enumerate(self._parameter_order())})
 
     def _snapshot(self) -> tuple[list[torch.Tensor], dict | None]:
         """What a checkpoint needs from every rank (collective): the RNG states and, under FSDP, the full
