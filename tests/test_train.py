@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 
 from conftest import tiny_config
 from lucidmt.errors import ConfigurationError
-from lucidmt.train.checkpoint import average_checkpoints, list_checkpoints, load_checkpoint
+from lucidmt.train.checkpoint import average_checkpoints, list_checkpoints, load_checkpoint, load_train_state
 from lucidmt.train.schedule import learning_rate
 from lucidmt.train.trainer import train
 
@@ -259,6 +259,11 @@ def test_learning_rate_schedules():
     cfg.max_steps, cfg.max_minutes = 0, 10.0  # anneal over a time budget
     assert learning_rate(200, cfg, elapsed_s=300) == pytest.approx(5e-4)
     assert learning_rate(200, cfg, elapsed_s=600) == pytest.approx(0.0)
+    # the warm-up took 100 s: the decay runs over the 500 s left, from the peak
+    assert learning_rate(100, cfg, elapsed_s=100, warmup_s=100) == pytest.approx(1e-3)
+    assert learning_rate(200, cfg, elapsed_s=350, warmup_s=100) == pytest.approx(5e-4)
+    assert learning_rate(300, cfg, elapsed_s=600, warmup_s=100) == pytest.approx(0.0)
+    assert learning_rate(300, cfg, elapsed_s=700, warmup_s=700) == pytest.approx(0.0)  # no time left after warm-up
 
 
 def test_subword_sampling_is_seeded_and_needs_unigram(prepared, toy_files, tmp_path):
@@ -281,7 +286,13 @@ def test_subword_sampling_is_seeded_and_needs_unigram(prepared, toy_files, tmp_p
 
 
 def test_time_budget_stops_training(prepared, tmp_path):
-    cfg = tiny_config(max_minutes=0.02, valid_every=10_000)  # 1.2 seconds
+    # 1.2 seconds, a cosine schedule annealed over the time left after a 2-step warm-up
+    cfg = tiny_config(max_minutes=0.02, valid_every=10_000, schedule="cosine", warmup_steps=2, log_every=1)
     res = train(prepared, tmp_path / "run", cfg, **QUIET)
-    assert res.stopped_by == "max_minutes" and res.steps > 0
+    assert res.stopped_by == "max_minutes" and res.steps > 2
     assert list_checkpoints(tmp_path / "run")  # the end of the budget validates and checkpoints
+    lrs = [r["lr"] for r in map(json.loads, (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()) if "lr" in r]
+    assert lrs[1] == cfg.train.lr  # the decay starts at the peak, however long the warm-up took
+    assert all(a >= b for a, b in zip(lrs[1:], lrs[2:], strict=False)) and lrs[-1] < 0.2 * cfg.train.lr
+    state = load_train_state(list_checkpoints(tmp_path / "run")[-1])
+    assert 0 < state["warmup_s"] < state["elapsed"]

@@ -188,6 +188,7 @@ class Trainer:
         self.valid_text = data.text("valid")
         self.step = self.epoch = self.batch_pos = 0
         self.elapsed = 0.0
+        self.warmup_s = 0.0  # seconds the warm-up took (set when it ends): a time-budgeted cosine decays after it
         self.best_metric: float | None = None
         self.best_step = 0
         self.bad_validations = 0
@@ -261,6 +262,7 @@ class Trainer:
             "epoch": self.epoch,
             "batch_pos": self.batch_pos,
             "elapsed": self.elapsed,
+            "warmup_s": self.warmup_s,
             "optimizer": self.optimizer.state_dict() if optimizer is None else optimizer,
             "optimizer_by_name": optimizer is not None,  # FSDP: keyed by parameter name, not position
             "rng": rng,
@@ -285,6 +287,7 @@ class Trainer:
             self.optimizer.load_state_dict(self._positions(optimizer) if by_name else optimizer)
         self.step, self.epoch, self.batch_pos = int(st["step"]), int(st["epoch"]), int(st["batch_pos"])
         self.elapsed = float(st["elapsed"])
+        self.warmup_s = float(st.get("warmup_s", 0.0))  # states from before it was recorded: decay from the start
         bm = float(st["best_metric"])
         self.best_metric = None if math.isnan(bm) else bm
         self.best_step, self.bad_validations = int(st["best_step"]), int(st["bad_validations"])
@@ -409,8 +412,11 @@ class Trainer:
         t = self.cfg.train
         batches = [collate(src, tgt, idx, self.tok.pad_id, self.tok.bos_id, self.tok.eos_id) for idx in group]
         local_tokens = float(sum(b.n_tgt_tokens for b in batches))
-        (global_tokens,) = self.dist.all_sum([local_tokens])
-        lr = learning_rate(self.step + 1, t, self.elapsed)
+        # rank 0's clock sets the learning rate of every rank (replicas must take identical steps)
+        global_tokens, clock = self.dist.all_sum([local_tokens, self.elapsed if self.dist.main else 0.0])
+        if self.step + 1 == max(1, t.warmup_steps):  # the last warm-up step: the decay is timed from here
+            self.warmup_s = clock
+        lr = learning_rate(self.step + 1, t, clock, self.warmup_s)
         for g in self.optimizer.param_groups:
             g["lr"] = lr
         loss_total = nll_total = 0.0
