@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 
 from lucidmt.config import RunConfig, preset
@@ -47,3 +49,13 @@ def test_bad_yaml_files(tmp_path):
 def test_unknown_preset():
     with pytest.raises(ConfigurationError, match="small, base, big"):
         preset("huge")
+
+
+@pytest.mark.parametrize("recipe", sorted((Path(__file__).parents[1] / "recipes").glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_recipes_apply_to_the_small_preset(recipe):
+    from lucidmt.config import read_config_dict
+
+    cfg = preset("small")
+    cfg.update(read_config_dict(recipe), str(recipe))  # unknown keys or bad values raise, naming the file
+    cfg.model.validate()
+    assert cfg.train.lr > 0 and cfg.train.max_tokens > 0
