@@ -29,3 +29,10 @@ def tune_allocator() -> bool:
     ok = libc.mallopt(m_mmap_threshold, 256 << 20) == 1 and libc.mallopt(m_trim_threshold, 1 << 30) == 1
     _TUNED = bool(ok)
     return _TUNED
+
+
+def threads_per_worker(threads: int, workers: int) -> int:
+    """Intra-op threads of each of `workers` decoders: `threads` when given (> 0), else torch's threads shared out."""
+    import torch
+
+    return threads or max(1, torch.get_num_threads() // workers)

@@ -205,13 +205,14 @@ class Translator:
             model, factory = build()
             tr = cls(model, tok, cfg, device, scorer_factory=factory, **kwargs)
         else:  # the workers decode; this process loads its copy only if `score` or `explain` need it
+            from ..runtime import threads_per_worker
             from .workers import WorkerPool
 
             tr = cls(None, tok, cfg, device, model_loader=build, **kwargs)
             tr.precision = "fp32" if quantize == "none" else quantize
             load_kwargs = dict(path=str(folder), device="cpu", checkpoints=checkpoints, quantize=quantize,
                                prepack=prepack)  # fmt: skip
-            tr.pool = WorkerPool(load_kwargs, workers, threads or max(1, torch.get_num_threads() // workers))
+            tr.pool = WorkerPool(load_kwargs, workers, threads_per_worker(threads, workers))
         tr.source = str(folder)
         return tr
 

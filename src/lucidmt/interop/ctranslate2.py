@@ -214,6 +214,8 @@ class CT2Engine:
     ):
         """`threads`: intra-op threads per batch (0: torch's threads / workers); `workers` > 1: that many batches
         decoded at once (CTranslate2's inter_threads: model replicas sharing the weights)."""
+        from ..runtime import threads_per_worker
+
         ct2 = _require_ct2()
         folder = Path(folder)
         if quantize not in COMPUTE_TYPES:
@@ -224,7 +226,7 @@ class CT2Engine:
         self.compute_type = COMPUTE_TYPES[quantize]
         self.device = device
         self.workers = workers
-        intra = threads or max(1, torch.get_num_threads() // workers)
+        intra = threads_per_worker(threads, workers)
         self.translator = ct2.Translator(
             str(folder), device=device, compute_type=self.compute_type, intra_threads=intra, inter_threads=workers
         )

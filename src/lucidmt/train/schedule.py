@@ -20,7 +20,7 @@ def learning_rate(step: int, cfg: TrainConfig, elapsed_s: float = 0.0, warmup_s:
                    so such runs do not resume bit-exactly; step-based ones do.
     constant:      lr
     """
-    warmup = max(1, cfg.warmup_steps)
+    warmup = last_warmup_step(cfg)
     if step < warmup:
         return cfg.lr * step / warmup
     if cfg.schedule == "inverse_sqrt":
@@ -35,3 +35,8 @@ def learning_rate(step: int, cfg: TrainConfig, elapsed_s: float = 0.0, warmup_s:
         p = min(1.0, max(0.0, p))
         return cfg.min_lr + (cfg.lr - cfg.min_lr) * 0.5 * (1.0 + math.cos(math.pi * p))
     return cfg.lr
+
+
+def last_warmup_step(cfg: TrainConfig) -> int:
+    """The step at which the learning rate reaches its peak (a warm-up of 0 steps peaks at step 1)."""
+    return max(1, cfg.warmup_steps)

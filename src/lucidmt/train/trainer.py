@@ -42,7 +42,7 @@ from .checkpoint import (
 )
 from .loss import Seq2SeqLoss
 from .metrics import MetricsLog, plot_learning_curve
-from .schedule import learning_rate
+from .schedule import last_warmup_step, learning_rate
 
 
 @dataclass
@@ -414,7 +414,7 @@ class Trainer:
         local_tokens = float(sum(b.n_tgt_tokens for b in batches))
         # rank 0's clock sets the learning rate of every rank (replicas must take identical steps)
         global_tokens, clock = self.dist.all_sum([local_tokens, self.elapsed if self.dist.main else 0.0])
-        if self.step + 1 == max(1, t.warmup_steps):  # the last warm-up step: the decay is timed from here
+        if self.step + 1 == last_warmup_step(t):  # the last warm-up step: the decay is timed from here
             self.warmup_s = clock
         lr = learning_rate(self.step + 1, t, clock, self.warmup_s)
         for g in self.optimizer.param_groups:
