@@ -296,3 +296,54 @@ def test_time_budget_stops_training(prepared, tmp_path):
     assert all(a >= b for a, b in zip(lrs[1:], lrs[2:], strict=False)) and lrs[-1] < 0.2 * cfg.train.lr
     state = load_train_state(list_checkpoints(tmp_path / "run")[-1])
     assert 0 < state["warmup_s"] < state["elapsed"]
+
+
+def _rank_with_own_clock(rank: int, port: int, prepared: str, out: str, speed: float) -> None:
+    """One DDP rank of `test_ranks_share_rank0_clock`: rank 1's clock runs `speed` times as fast as rank 0's."""
+    import types
+
+    from safetensors.torch import save_file
+
+    from lucidmt.data.prepare import Prepared
+    from lucidmt.train import trainer as trainer_module
+
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port), OMP_NUM_THREADS="1")  # fmt: skip
+    torch.set_num_threads(1)
+    if rank == 1:
+        trainer_module.time = types.SimpleNamespace(perf_counter=lambda: speed * time.perf_counter())
+    cfg = tiny_config(max_minutes=0.02, valid_every=10_000, valid_bleu=False, schedule="cosine", warmup_steps=2)
+    tr = trainer_module.Trainer(cfg, Prepared(prepared), out, device="cpu", progress=False, log=lambda *_: None)
+    try:
+        result = tr.fit()
+        state = {k: v.detach().clone() for k, v in tr.model.state_dict().items()}
+        save_file(state, str(Path(out).parent / f"rank{rank}.safetensors"), metadata={"steps": str(result.steps)})
+    finally:
+        tr.dist.close()
+
+
+def test_ranks_share_rank0_clock(prepared, tmp_path):
+    """Under DDP a time-budgeted cosine takes its clock from rank 0 on every rank, and rank 0 decides when the
+    budget is spent: with rank 1's clock running 3x as fast, both replicas still end identical, after the same
+    number of steps (a rank reading its own clock would take other learning rates and stop at another step)."""
+    import torch.multiprocessing as mp
+
+    args = (29563, str(prepared), str(tmp_path / "run"), 3.0)
+    ctx = mp.spawn(_rank_with_own_clock, args=args, nprocs=2, join=False)
+    deadline = time.monotonic() + 60
+    while not ctx.join(timeout=1):
+        if time.monotonic() > deadline:  # ranks that disagree on when to stop wait for each other forever
+            for p in ctx.processes:
+                p.kill()
+            pytest.fail("the two ranks did not finish within 60 s")
+    from safetensors import safe_open
+
+    replicas = []
+    for rank in (0, 1):
+        path = str(tmp_path / f"rank{rank}.safetensors")
+        with safe_open(path, "pt") as f:
+            replicas.append((int(f.metadata()["steps"]), load_file(path)))
+    (steps0, a), (steps1, b) = replicas
+    assert steps0 == steps1 > 2
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
