@@ -11,7 +11,7 @@ RECIPE=recipes/multi30k-small.yaml
 if awk -v m="$MIN" 'BEGIN { exit !(m <= 10) }'; then RECIPE=recipes/multi30k-small-10min.yaml; fi
 echo "== 2. train the small preset for ${MIN} minutes ($RECIPE)"
 rm -rf "$OUT/run"
-lucidmt train --data "$OUT/prep" --out "$OUT/run" --preset small --config "$RECIPE" --max-minutes "$MIN" valid_every=250
+lucidmt train --data "$OUT/prep" --out "$OUT/run" --preset small --config "$RECIPE" --max-minutes "$MIN"
 echo "   learning curve: $OUT/run/learning_curve.png"
 echo "== 3. choose on the validation set: the best checkpoint, the last, or an average of the last 2-3"
 lucidmt average "$OUT/run" --last 3 --select --out "$OUT/run/final"
