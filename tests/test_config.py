@@ -20,8 +20,8 @@ def test_yaml_round_trip_with_comments(tmp_path):
     "override, message",
     [
         ("dropot=0.1", "did you mean 'dropout'"),
-        ("model.d_model=abc", "expected an integer"),
-        ("train.amp=fp16", "expected one of auto, bf16, fp32"),
+        ("train.amp=fp16", "override: train.amp='fp16': expected one of auto, bf16, fp32"),
+        ("model.d_model=abc", "override: model.d_model: expected an integer"),
         ("nothing", "key=value"),
         ("model.n_heads=3", "not divisible"),
         ("optim.lr=1", "unknown section"),
@@ -42,6 +42,9 @@ def test_bad_yaml_files(tmp_path):
     (tmp_path / "t.yaml").write_text("train:\n  lr: [1, 2]\n")
     with pytest.raises(ConfigurationError, match=r"t.yaml: train.lr: expected a number"):
         RunConfig.load(tmp_path / "t.yaml")
+    (tmp_path / "s.yaml").write_text("train:\n  schedule: cosin\n")
+    with pytest.raises(ConfigurationError, match=r"s.yaml: train.schedule='cosin': expected one of inverse_sqrt"):
+        RunConfig.load(tmp_path / "s.yaml")
     with pytest.raises(ConfigurationError, match="no such configuration"):
         RunConfig.load(tmp_path / "missing.yaml")
 

@@ -198,7 +198,7 @@ class RunConfig:
                 if len(owners) > 1:
                     raise ConfigurationError(f"override {item!r} is ambiguous; write model.{name} or train.{name}")
                 sec = owners[0] if owners else self.train  # unknown names fail in _set_field with a hint
-            _set_field(sec, name, yaml.safe_load(raw) if raw else "", "override")
+            _set_field(sec, name, yaml.safe_load(raw) if raw else "", f"override: {_section_name(sec)}")
 
 
 def read_config_dict(path: str | Path) -> dict:
@@ -233,7 +233,11 @@ def _set_field(sec: Any, name: str, value: Any, where: str) -> None:
         close = difflib.get_close_matches(name, all_names, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise ConfigurationError(f"{where}: unknown field {name!r}{hint}")
-    setattr(sec, name, _coerce(value, fields[name], f"{where}.{name}"))
+    value = _coerce(value, fields[name], f"{where}.{name}")
+    choices = fields[name].metadata.get("choices")
+    if choices and value not in choices:  # here, so that the message names the file (or the override)
+        raise ConfigurationError(f"{where}.{name}={value!r}: expected one of {', '.join(choices)}")
+    setattr(sec, name, value)
 
 
 def _coerce(value: Any, f: dataclasses.Field, where: str) -> Any:
