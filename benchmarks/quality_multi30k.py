@@ -4,11 +4,14 @@
     python benchmarks/quality_multi30k.py --minutes 3 --device cuda --preset base --max-tokens 25000
     python benchmarks/quality_multi30k.py --skip-peer           # lucidmt only
     python benchmarks/quality_multi30k.py --lucidmt-run RUN     # the peer, beside a lucidmt run made earlier
+    python benchmarks/quality_multi30k.py --recipe recipes/multi30k-small-10min.yaml --minutes 10 --skip-peer
 
-Both systems get the same prepared data (joint 8k BPE), the same wall-clock training budget, dropout 0.3, label
-smoothing 0.1 and AdamW. lucidmt trains with its recipe (`recipes/multi30k-small.yaml`: peak lr 2e-3, cosine
-schedule annealed over the time budget); the peer with the plain recipe from the issue (HF `MarianMTModel` of the
-same size, inverse-sqrt schedule with the same warm-up, peak `--peer-lr` 1e-3, beam 4). Every choice for lucidmt
+Both systems get the same prepared data (joint 8k BPE), the same wall-clock training budget, label smoothing 0.1 and
+AdamW. lucidmt trains with its recipe (`--recipe`, default `recipes/multi30k-small.yaml`: dropout 0.3, 4,096-token
+batches, peak lr 2e-3, cosine schedule annealed over the time budget; `--max-tokens`, `--warmup`, `--valid-every`,
+`--lr` override it); the peer with the plain recipe from the issue (HF `MarianMTModel` of the same size, dropout 0.3,
+4,096-token batches, inverse-sqrt schedule with a 400-step warm-up or `--warmup`, peak `--peer-lr` 1e-3, beam 4).
+Every choice for lucidmt
 (best vs averaged checkpoints, beam size, length penalty) is made on the validation set; test_2016_flickr is
 decoded once per system at the end. Prints one markdown table.
 """
@@ -41,16 +44,21 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def train_lucidmt(prep: Path, run: Path, a) -> tuple[Path, dict]:
     cfg = preset(a.preset)
-    cfg.update(read_config_dict(ROOT / "recipes" / "multi30k-small.yaml"))
-    cfg.train.schedule, cfg.train.max_minutes, cfg.train.max_tokens = "cosine", a.minutes, a.max_tokens
-    cfg.train.warmup_steps, cfg.train.valid_every = a.warmup, a.valid_every
+    cfg.update(read_config_dict(a.recipe), str(a.recipe))
+    cfg.train.schedule, cfg.train.max_minutes = "cosine", a.minutes
+    for name, value in (("max_tokens", a.max_tokens), ("warmup_steps", a.warmup), ("valid_every", a.valid_every)):
+        if value:  # the recipe's own value otherwise
+            setattr(cfg.train, name, value)
     if a.lr:
         cfg.train.lr = a.lr
     cfg.validate()
     t0 = time.perf_counter()
     result = train(prep, run, cfg, device=a.device, progress=False, log=print)
-    minutes = (time.perf_counter() - t0) / 60
-    # choose on the validation set: best checkpoint vs average of the last k, then beam and length penalty
+    return choose(prep, run, a, (time.perf_counter() - t0) / 60, result.steps)
+
+
+def choose(prep: Path, run: Path, a, minutes: float, steps: int) -> tuple[Path, dict]:
+    """Choose on the validation set: best checkpoint vs average of the last k, then beam and length penalty."""
     data = Prepared(prep)
     vsrc, vref = data.text("valid")
     candidates = {"best": run / "best"}
@@ -71,7 +79,7 @@ def train_lucidmt(prep: Path, run: Path, a) -> tuple[Path, dict]:
     beam, lp = max(grid, key=grid.get)
     info = {
         "train_minutes": minutes,
-        "steps": result.steps,
+        "steps": steps,
         "checkpoint": chosen,
         "valid_bleu_by_checkpoint": scores,
         "beam": beam,
@@ -90,11 +98,11 @@ def train_hf(prep: Path, a) -> tuple[object, dict]:
     torch.manual_seed(1)
     model = hf_marian(preset(a.preset).model, tok.info.src_vocab_size, 0.3, forced_eos_token_id=3).to(dev).train()
     opt = torch.optim.AdamW(model.parameters(), lr=a.peer_lr, betas=(0.9, 0.98), weight_decay=1e-4)
-    warmup, step, epoch = a.warmup, 0, 0  # lucidmt's warm-up; the peak rate is --peer-lr
+    warmup, step, epoch = a.warmup or 400, 0, 0  # the peak rate is --peer-lr
     t0 = time.perf_counter()
     amp = dev.type == "cuda"
     while time.perf_counter() - t0 < a.minutes * 60:
-        for idx in make_batches(lengths(src), lengths(tgt), a.max_tokens, 1, epoch):
+        for idx in make_batches(lengths(src), lengths(tgt), a.max_tokens or 4096, 1, epoch):
             b = collate(src, tgt, idx, 0, 2, 3).to(dev)
             step += 1
             lr = a.peer_lr * min(step / warmup, math.sqrt(warmup / step))
@@ -142,14 +150,15 @@ def main() -> None:
     ap.add_argument("--minutes", type=float, default=60.0)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--preset", default="small")
-    ap.add_argument("--max-tokens", type=int, default=4096)
-    ap.add_argument("--warmup", type=int, default=400)
-    ap.add_argument("--valid-every", type=int, default=250)
+    ap.add_argument("--recipe", type=Path, default=ROOT / "recipes" / "multi30k-small.yaml", help="lucidmt's recipe")
+    ap.add_argument("--max-tokens", type=int, help="lucidmt's batch size (default: the recipe's); the peer: 4096")
+    ap.add_argument("--warmup", type=int, help="warm-up steps (default: the recipe's, for both systems)")
+    ap.add_argument("--valid-every", type=int, help="lucidmt's validation interval (default: the recipe's)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--lr", type=float, help="lucidmt's peak learning rate (default: the recipe's)")
     ap.add_argument("--peer-lr", type=float, default=1e-3)
     ap.add_argument("--skip-peer", action="store_true")
-    ap.add_argument("--lucidmt-run", help="score this finished lucidmt run (its summary.json) instead of training")
+    ap.add_argument("--lucidmt-run", help="score this finished lucidmt run (from this script or lucidmt train)")
     ap.add_argument("--out", default=str(out_dir() / "quality"))
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
@@ -161,10 +170,15 @@ def main() -> None:
     run = out / f"lucidmt-{a.preset}-{int(a.minutes)}min-{int(time.time())}"
 
     rows = []
-    if a.lucidmt_run:  # a run trained earlier by this script: its choices were recorded in selection.json
+    if a.lucidmt_run:  # a run trained earlier: by this script (its choices are in selection.json) or by `lucidmt train`
         run = Path(a.lucidmt_run)
-        info = json.loads((run / "selection.json").read_text())
-        ckpt = run / info["checkpoint"]
+        if (run / "selection.json").exists():
+            info = json.loads((run / "selection.json").read_text())
+            ckpt = run / info["checkpoint"]
+        else:
+            summary = json.loads((run / "train_summary.json").read_text())
+            ckpt, info = choose(prep, run, a, summary["elapsed_minutes"], summary["steps"])
+            (run / "selection.json").write_text(json.dumps(info, indent=2))
     else:
         ckpt, info = train_lucidmt(prep, run, a)
         (run / "selection.json").write_text(json.dumps(info, indent=2))
