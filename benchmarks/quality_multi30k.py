@@ -7,12 +7,12 @@
     python benchmarks/quality_multi30k.py --recipe recipes/multi30k-small-10min.yaml --minutes 10 --skip-peer
 
 Both systems get the same prepared data (joint 8k BPE), the same wall-clock training budget, label smoothing 0.1 and
-AdamW. lucidmt trains with its recipe (`--recipe`, default `recipes/multi30k-small.yaml`: dropout 0.3, 4,096-token
-batches, peak lr 2e-3, cosine schedule annealed over the time budget; `--max-tokens`, `--warmup`, `--valid-every`,
-`--lr` override it); the peer with the plain recipe from the issue (HF `MarianMTModel` of the same size, dropout 0.3,
-4,096-token batches, inverse-sqrt schedule with a 400-step warm-up or `--warmup`, peak `--peer-lr` 1e-3, beam 4).
-Every choice for lucidmt
-(best vs averaged checkpoints, beam size, length penalty) is made on the validation set; test_2016_flickr is
+AdamW. lucidmt trains with its recipe (`--recipe`, default `recipes/multi30k-small.yaml`: residual dropout 0.3,
+1,024-token batches, peak lr 2.5e-3, 1,600-step warm-up, cosine schedule annealed over the time budget;
+`--max-tokens`, `--warmup`, `--valid-every`, `--lr` override it); the peer with the plain recipe from the issue (HF
+`MarianMTModel` of the same size, dropout 0.3, 4,096-token batches or `--max-tokens`, inverse-sqrt schedule with a
+400-step warm-up or `--warmup`, peak `--peer-lr` 1e-3, beam 4). Every choice for lucidmt (best vs averaged
+checkpoints, beam size, length penalty) is made on the validation set; test_2016_flickr is
 decoded once per system at the end. Prints one markdown table.
 """
 
@@ -151,8 +151,8 @@ def main() -> None:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--preset", default="small")
     ap.add_argument("--recipe", type=Path, default=ROOT / "recipes" / "multi30k-small.yaml", help="lucidmt's recipe")
-    ap.add_argument("--max-tokens", type=int, help="lucidmt's batch size (default: the recipe's); the peer: 4096")
-    ap.add_argument("--warmup", type=int, help="warm-up steps (default: the recipe's, for both systems)")
+    ap.add_argument("--max-tokens", type=int, help="target tokens per batch (default: the recipe's; peer 4096)")
+    ap.add_argument("--warmup", type=int, help="warm-up steps (default: the recipe's; peer 400)")
     ap.add_argument("--valid-every", type=int, help="lucidmt's validation interval (default: the recipe's)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--lr", type=float, help="lucidmt's peak learning rate (default: the recipe's)")
