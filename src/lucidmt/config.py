@@ -134,11 +134,7 @@ class RunConfig:
         self.model.validate()
         for sec in (self.model, self.train, self.data):
             for f in dataclasses.fields(sec):
-                choices = f.metadata.get("choices")
-                if choices and getattr(sec, f.name) not in choices:
-                    raise ConfigurationError(
-                        f"{_section_name(sec)}.{f.name}={getattr(sec, f.name)!r}: expected one of {', '.join(choices)}"
-                    )
+                _check_choice(f, getattr(sec, f.name), _section_name(sec))
 
     # -- YAML --------------------------------------------------------------------------------------
     def to_yaml(self) -> str:
@@ -234,10 +230,14 @@ def _set_field(sec: Any, name: str, value: Any, where: str) -> None:
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise ConfigurationError(f"{where}: unknown field {name!r}{hint}")
     value = _coerce(value, fields[name], f"{where}.{name}")
-    choices = fields[name].metadata.get("choices")
-    if choices and value not in choices:  # here, so that the message names the file (or the override)
-        raise ConfigurationError(f"{where}.{name}={value!r}: expected one of {', '.join(choices)}")
+    _check_choice(fields[name], value, where)  # here too, so that the message names the file (or the override)
     setattr(sec, name, value)
+
+
+def _check_choice(f: dataclasses.Field, value: Any, where: str) -> None:
+    choices = f.metadata.get("choices")
+    if choices and value not in choices:
+        raise ConfigurationError(f"{where}.{f.name}={value!r}: expected one of {', '.join(choices)}")
 
 
 def _coerce(value: Any, f: dataclasses.Field, where: str) -> Any:
