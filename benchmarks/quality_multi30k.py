@@ -4,23 +4,25 @@
     python benchmarks/quality_multi30k.py --minutes 3 --device cuda --preset base --max-tokens 25000
     python benchmarks/quality_multi30k.py --skip-peer           # lucidmt only
     python benchmarks/quality_multi30k.py --lucidmt-run RUN     # the peer, beside a lucidmt run made earlier
+    python benchmarks/quality_multi30k.py --lucidmt-run RUN --peer-recipe same   # the peer with lucidmt's recipe
     python benchmarks/quality_multi30k.py --recipe recipes/multi30k-small-10min.yaml --minutes 10 --skip-peer
 
 Both systems get the same prepared data (joint 8k BPE), the same wall-clock training budget, label smoothing 0.1 and
 AdamW. lucidmt trains with its recipe (`--recipe`, default `recipes/multi30k-small.yaml`: residual dropout 0.3,
 1,024-token batches, peak lr 2.5e-3, 1,600-step warm-up, cosine schedule annealed over the time budget;
-`--max-tokens`, `--warmup`, `--valid-every`, `--lr` override it); the peer with the plain recipe from the issue (HF
-`MarianMTModel` of the same size, dropout 0.3, 4,096-token batches or `--max-tokens`, inverse-sqrt schedule with a
-400-step warm-up or `--warmup`, peak `--peer-lr` 1e-3, beam 4). Every choice for lucidmt (best vs averaged
-checkpoints, beam size, length penalty) is made on the validation set; test_2016_flickr is
-decoded once per system at the end. Prints one markdown table.
+`--max-tokens`, `--warmup`, `--valid-every`, `--lr` override it). The peer is HF `MarianMTModel` of the same size,
+trained by a plain loop on the same batches, with `--peer-recipe plain` (the default, the issue's: dropout 0.3,
+4,096-token batches or `--max-tokens`, inverse-sqrt schedule with a 400-step warm-up or `--warmup`, peak `--peer-lr`
+1e-3) or `same` (lucidmt's recipe, schedule included: only the toolkit differs, and the toolkit's speed shows as
+more updates in the budget). Every choice is made on the validation set: for lucidmt best vs averaged checkpoints,
+then beam size and length penalty; for the peer (whose last weights are used) beam size and length penalty.
+test_2016_flickr is decoded once per system at the end. Prints one markdown table.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import platform
 import time
 from pathlib import Path
@@ -37,12 +39,14 @@ from lucidmt.decode.translator import Translator
 from lucidmt.evaluate import quick_bleu, score
 from lucidmt.runtime import tune_allocator
 from lucidmt.train.checkpoint import average_checkpoints, list_checkpoints
-from lucidmt.train.trainer import train
+from lucidmt.train.schedule import last_warmup_step, learning_rate
+from lucidmt.train.trainer import adamw, train
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def train_lucidmt(prep: Path, run: Path, a) -> tuple[Path, dict]:
+def recipe_config(a):
+    """lucidmt's training configuration: the preset, the recipe, then this script's overrides."""
     cfg = preset(a.preset)
     cfg.update(read_config_dict(a.recipe), str(a.recipe))
     cfg.train.schedule, cfg.train.max_minutes = "cosine", a.minutes
@@ -52,6 +56,11 @@ def train_lucidmt(prep: Path, run: Path, a) -> tuple[Path, dict]:
     if a.lr:
         cfg.train.lr = a.lr
     cfg.validate()
+    return cfg
+
+
+def train_lucidmt(prep: Path, run: Path, a) -> tuple[Path, dict]:
+    cfg = recipe_config(a)
     t0 = time.perf_counter()
     result = train(prep, run, cfg, device=a.device, progress=False, log=print)
     return choose(prep, run, a, (time.perf_counter() - t0) / 60, result.steps)
@@ -90,40 +99,78 @@ def choose(prep: Path, run: Path, a, minutes: float, steps: int) -> tuple[Path, 
 
 
 def train_hf(prep: Path, a) -> tuple[object, dict]:
-    """The peer: HF MarianMTModel trained with a plain loop (what Seq2SeqTrainer does) on the same batches."""
+    """The peer: HF MarianMTModel trained with a plain loop (what Seq2SeqTrainer does) on the same batches.
+
+    `--peer-recipe plain`: dropout 0.3, `--max-tokens` or 4,096-token batches, inverse-sqrt schedule peaking at
+    `--peer-lr` after `--warmup` or 400 steps. `same`: lucidmt's recipe (dropout, batch size, peak rate, warm-up,
+    the cosine schedule annealed over the time budget, weight decay off norms and biases), so that only the
+    toolkit differs."""
     data = Prepared(prep)
     tok = data.tokenizer
     src, tgt = data.ids("train")
     dev = torch.device(a.device)
     torch.manual_seed(1)
-    model = hf_marian(preset(a.preset).model, tok.info.src_vocab_size, 0.3, forced_eos_token_id=3).to(dev).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=a.peer_lr, betas=(0.9, 0.98), weight_decay=1e-4)
-    warmup, step, epoch = a.warmup or 400, 0, 0  # the peak rate is --peer-lr
+    cfg = recipe_config(a)
+    t, m = cfg.train, cfg.model
+    if a.peer_recipe == "same":
+        max_tokens, peak = t.max_tokens, t.lr
+    else:  # the plain recipe: inverse-sqrt at --peer-lr, 4,096 tokens and 400 warm-up steps unless given
+        max_tokens, peak = a.max_tokens or 4096, a.peer_lr
+        t.schedule, t.lr, t.warmup_steps = "inverse_sqrt", peak, a.warmup or 400
+        m.dropout, m.attention_dropout, m.activation_dropout = 0.3, 0.0, 0.0
+    model = hf_marian(
+        m,
+        tok.info.src_vocab_size,
+        m.dropout,
+        attention_dropout=m.attention_dropout,
+        activation_dropout=m.activation_dropout,
+        forced_eos_token_id=3,
+    )
+    model = model.to(dev).train()
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    opt = adamw(groups, lr=peak, betas=tuple(t.betas))  # fused where PyTorch has it, as lucidmt's
+    step, epoch, warmup_s = 0, 0, 0.0
     t0 = time.perf_counter()
     amp = dev.type == "cuda"
     while time.perf_counter() - t0 < a.minutes * 60:
-        for idx in make_batches(lengths(src), lengths(tgt), a.max_tokens or 4096, 1, epoch):
+        for idx in make_batches(lengths(src), lengths(tgt), max_tokens, 1, epoch):
             b = collate(src, tgt, idx, 0, 2, 3).to(dev)
             step += 1
-            lr = a.peer_lr * min(step / warmup, math.sqrt(warmup / step))
+            elapsed = time.perf_counter() - t0
+            if step == last_warmup_step(t):
+                warmup_s = elapsed
             for g in opt.param_groups:
-                g["lr"] = lr
+                g["lr"] = learning_rate(step, t, elapsed, warmup_s)
             labels = b.tgt_out.masked_fill(b.tgt_out == 0, -100)
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
                 out = model(input_ids=b.src, attention_mask=(b.src != 0).long(), decoder_input_ids=b.tgt_in)
-                loss = F.cross_entropy(out.logits.float().flatten(0, 1), labels.flatten(), label_smoothing=0.1)
+                logits = out.logits.float().flatten(0, 1)
+                loss = F.cross_entropy(logits, labels.flatten(), label_smoothing=t.label_smoothing)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), t.clip_norm)
             opt.step()
             opt.zero_grad(set_to_none=True)
             if time.perf_counter() - t0 >= a.minutes * 60:
                 break
         epoch += 1
     minutes = (time.perf_counter() - t0) / 60
-    return model.eval(), {"train_minutes": minutes, "steps": step, "beam": 4, "length_penalty": 1.0}
+    model.eval()
+    vsrc, vref = data.text("valid")
+    grid = {}
+    for beam in (4, 5):  # the same validation choice as lucidmt's (HF's length penalty is its own formula)
+        for lp in (0.6, 1.0):
+            hyps = hf_translate(model, tok, vsrc, a.device, beam=beam, length_penalty=lp)
+            grid[(beam, lp)] = quick_bleu(hyps, vref, "de")
+    beam, lp = max(grid, key=grid.get)
+    info = {"train_minutes": minutes, "steps": step, "beam": beam, "length_penalty": lp, "recipe": a.peer_recipe}
+    return model, {**info, "valid_bleu": grid[(beam, lp)]}
 
 
-def hf_translate(model, tok, lines: list[str], device: str, beam: int = 4, batch: int = 64) -> list[str]:
+def hf_translate(
+    model, tok, lines: list[str], device: str, beam: int = 4, length_penalty: float = 1.0, batch: int = 64
+) -> list[str]:
     out: list[str] = []
     order = sorted(range(len(lines)), key=lambda i: len(lines[i]))
     res: dict[int, str] = {}
@@ -137,7 +184,11 @@ def hf_translate(model, tok, lines: list[str], device: str, beam: int = 4, batch
                 x[r, : len(seq)] = torch.tensor(seq)
             x = x.to(device)
             gen = model.generate(
-                input_ids=x, attention_mask=(x != 0).long(), num_beams=beam, max_new_tokens=int(1.5 * S + 10)
+                input_ids=x,
+                attention_mask=(x != 0).long(),
+                num_beams=beam,
+                length_penalty=length_penalty,
+                max_new_tokens=int(1.5 * S + 10),
             )
             for r, i in enumerate(idx):
                 res[i] = tok.decode_tgt(gen[r].tolist())
@@ -156,7 +207,13 @@ def main() -> None:
     ap.add_argument("--valid-every", type=int, help="lucidmt's validation interval (default: the recipe's)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--lr", type=float, help="lucidmt's peak learning rate (default: the recipe's)")
-    ap.add_argument("--peer-lr", type=float, default=1e-3)
+    ap.add_argument("--peer-lr", type=float, default=1e-3, help="the plain peer recipe's peak learning rate")
+    ap.add_argument(
+        "--peer-recipe",
+        choices=("plain", "same"),
+        default="plain",
+        help="the peer's recipe: plain (the issue's) or same (lucidmt's --recipe: only the toolkit differs)",
+    )
     ap.add_argument("--skip-peer", action="store_true")
     ap.add_argument("--lucidmt-run", help="score this finished lucidmt run (from this script or lucidmt train)")
     ap.add_argument("--out", default=str(out_dir() / "quality"))
@@ -189,16 +246,17 @@ def main() -> None:
     rows.append(("lucidmt " + a.preset, info, s))
     if not a.skip_peer:
         model, pinfo = train_hf(prep, a)
-        hyps = hf_translate(model, Prepared(prep).tokenizer, test.src, a.device)
-        rows.append(("HF MarianMTModel " + a.preset, pinfo, score(hyps, test.tgt, "de")))
+        hyps = hf_translate(model, Prepared(prep).tokenizer, test.src, a.device, pinfo["beam"], pinfo["length_penalty"])
+        rows.append((f"HF MarianMTModel {a.preset}, {a.peer_recipe} recipe", pinfo, score(hyps, test.tgt, "de")))
 
     print(f"\nMulti30k en-de, test_2016_flickr (1,000 sentences), {hardware()}, budget {a.minutes:g} min of training\n")
-    print("| system | train min | steps | checkpoint | beam / lp | sacreBLEU | chrF | tok. BLEU (lc) |")
-    print("|---|---:|---:|---|---|---:|---:|---:|")
+    print("| system | train min | steps | checkpoint | beam / lp | valid BLEU | sacreBLEU | chrF | tok. BLEU (lc) |")
+    print("|---|---:|---:|---|---|---:|---:|---:|---:|")
     for name, i, sc in rows:
         print(
             f"| {name} | {i['train_minutes']:.1f} | {i['steps']:,} | {i.get('checkpoint', 'last')} | "
-            f"{i['beam']} / {i['length_penalty']} | {sc.bleu:.2f} | {sc.chrf:.2f} | {sc.tok_bleu:.2f} |"
+            f"{i['beam']} / {i['length_penalty']} | {i['valid_bleu']:.2f} | "
+            f"{sc.bleu:.2f} | {sc.chrf:.2f} | {sc.tok_bleu:.2f} |"
         )
     if len(rows) == 2:
         print(f"\nsacreBLEU difference: {rows[0][2].bleu - rows[1][2].bleu:+.2f}")
