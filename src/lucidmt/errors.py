@@ -2,7 +2,10 @@
 
 
 class LucidError(Exception):
-    """Base class: anything raised with this type is the user's to fix, not a bug."""
+    """Base class of errors with a message worth showing as it is. `users_to_fix` (true unless a subclass says
+    otherwise) separates the user's mistakes (a server answers 422) from failures of the machinery (500, logged)."""
+
+    users_to_fix = True
 
 
 class ConfigurationError(LucidError):

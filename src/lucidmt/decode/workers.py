@@ -33,7 +33,9 @@ from ..errors import LucidError
 
 
 class WorkerError(LucidError):
-    """A decoding worker failed (its traceback is in the message)."""
+    """A decoding worker failed (its traceback is in the message): not the user's to fix."""
+
+    users_to_fix = False
 
 
 class _Call:

@@ -26,7 +26,6 @@ from starlette.exceptions import HTTPException
 
 from .. import __version__
 from ..decode.search import DecodeOptions
-from ..decode.workers import WorkerError
 from ..errors import ConfigurationError, LucidError
 from .auth import is_public, key_matches, presented_key
 from .batching import Batcher, BatchResult, Overloaded
@@ -303,11 +302,10 @@ def create_app(
         return _error(503, exc.reason, str(exc), {"Retry-After": str(exc.retry_after)})
 
     @app.exception_handler(LucidError)
-    async def on_user_error(request: Request, exc: LucidError):
-        return _error(422, "invalid_request", str(exc))
-
-    @app.exception_handler(WorkerError)
-    async def on_worker_failure(request: Request, exc: WorkerError):  # not the client's: the batcher logged it
+    async def on_lucid_error(request: Request, exc: LucidError):
+        if exc.users_to_fix:
+            return _error(422, "invalid_request", str(exc))
+        # a decoding worker failed (WorkerError, the one such error): not the client's doing; the batcher logged it
         return _error(500, "internal", "a decoding worker failed (details are in the server log)")
 
     @app.exception_handler(Exception)

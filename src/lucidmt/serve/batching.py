@@ -292,10 +292,9 @@ class Batcher:
 
 
 def _is_user_error(exc: Exception) -> bool:
-    from ..decode.workers import WorkerError
     from ..errors import LucidError
 
-    return isinstance(exc, LucidError) and not isinstance(exc, WorkerError)
+    return isinstance(exc, LucidError) and exc.users_to_fix
 
 
 def _token_counter(translator: Any) -> Callable[[str], int]:
