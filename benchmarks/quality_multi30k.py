@@ -81,21 +81,17 @@ def choose(prep: Path, run: Path, a, minutes: float, steps: int) -> tuple[Path, 
         scores[name] = quick_bleu(tr.translate(vsrc, beam_size=4), vref, "de")
     chosen = max(scores, key=scores.get)
     tr = Translator.load(candidates[chosen], device=a.device)
-    grid = {}
-    for beam in (4, 5):
-        for lp in (0.6, 1.0):
-            grid[(beam, lp)] = quick_bleu(tr.translate(vsrc, beam_size=beam, length_penalty=lp), vref, "de")
+    search = choose_search(lambda beam, lp: tr.translate(vsrc, beam_size=beam, length_penalty=lp), vref)
+    info = {"train_minutes": minutes, "steps": steps, "checkpoint": chosen, "valid_bleu_by_checkpoint": scores}
+    return candidates[chosen], {**info, **search}
+
+
+def choose_search(translate, vref: list[str]) -> dict:
+    """Beam size and length penalty with the best validation BLEU; `translate(beam, lp)` decodes the validation
+    sources (each system with its own length-penalty formula)."""
+    grid = {(beam, lp): quick_bleu(translate(beam, lp), vref, "de") for beam in (4, 5) for lp in (0.6, 1.0)}
     beam, lp = max(grid, key=grid.get)
-    info = {
-        "train_minutes": minutes,
-        "steps": steps,
-        "checkpoint": chosen,
-        "valid_bleu_by_checkpoint": scores,
-        "beam": beam,
-        "length_penalty": lp,
-        "valid_bleu": grid[(beam, lp)],
-    }
-    return candidates[chosen], info
+    return {"beam": beam, "length_penalty": lp, "valid_bleu": grid[(beam, lp)]}
 
 
 def train_hf(prep: Path, a) -> tuple[object, dict]:
@@ -112,11 +108,13 @@ def train_hf(prep: Path, a) -> tuple[object, dict]:
     torch.manual_seed(1)
     cfg = recipe_config(a)
     t, m = cfg.train, cfg.model
-    if a.peer_recipe == "same":
-        max_tokens, peak = t.max_tokens, t.lr
-    else:  # the plain recipe: inverse-sqrt at --peer-lr, 4,096 tokens and 400 warm-up steps unless given
-        max_tokens, peak = a.max_tokens or 4096, a.peer_lr
-        t.schedule, t.lr, t.warmup_steps = "inverse_sqrt", peak, a.warmup or 400
+    if a.peer_recipe == "plain":  # inverse-sqrt at --peer-lr, 4,096 tokens and 400 warm-up steps unless given
+        t.schedule, t.lr, t.warmup_steps, t.max_tokens = (
+            "inverse_sqrt",
+            a.peer_lr,
+            a.warmup or 400,
+            a.max_tokens or 4096,
+        )
         m.dropout, m.attention_dropout, m.activation_dropout = 0.3, 0.0, 0.0
     model = hf_marian(
         m,
@@ -130,12 +128,12 @@ def train_hf(prep: Path, a) -> tuple[object, dict]:
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
     groups = [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    opt = adamw(groups, lr=peak, betas=tuple(t.betas))  # fused where PyTorch has it, as lucidmt's
+    opt = adamw(groups, lr=t.lr, betas=tuple(t.betas))  # fused where PyTorch has it, as lucidmt's
     step, epoch, warmup_s = 0, 0, 0.0
     t0 = time.perf_counter()
     amp = dev.type == "cuda"
     while time.perf_counter() - t0 < a.minutes * 60:
-        for idx in make_batches(lengths(src), lengths(tgt), max_tokens, 1, epoch):
+        for idx in make_batches(lengths(src), lengths(tgt), t.max_tokens, 1, epoch):
             b = collate(src, tgt, idx, 0, 2, 3).to(dev)
             step += 1
             elapsed = time.perf_counter() - t0
@@ -158,14 +156,8 @@ def train_hf(prep: Path, a) -> tuple[object, dict]:
     minutes = (time.perf_counter() - t0) / 60
     model.eval()
     vsrc, vref = data.text("valid")
-    grid = {}
-    for beam in (4, 5):  # the same validation choice as lucidmt's (HF's length penalty is its own formula)
-        for lp in (0.6, 1.0):
-            hyps = hf_translate(model, tok, vsrc, a.device, beam=beam, length_penalty=lp)
-            grid[(beam, lp)] = quick_bleu(hyps, vref, "de")
-    beam, lp = max(grid, key=grid.get)
-    info = {"train_minutes": minutes, "steps": step, "beam": beam, "length_penalty": lp, "recipe": a.peer_recipe}
-    return model, {**info, "valid_bleu": grid[(beam, lp)]}
+    search = choose_search(lambda beam, lp: hf_translate(model, tok, vsrc, a.device, beam, lp), vref)
+    return model, {"train_minutes": minutes, "steps": step, "recipe": a.peer_recipe, **search}
 
 
 def hf_translate(

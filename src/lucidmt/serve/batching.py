@@ -35,6 +35,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..errors import LucidError
 from .limits import Limits
 
 log = logging.getLogger("lucidmt")
@@ -266,7 +267,7 @@ class Batcher:
         except Exception as exc:  # handed to every waiting request; the worker lives on
             with self._cond:
                 self.stats["errors"] += 1
-            if not _is_user_error(exc):
+            if not (isinstance(exc, LucidError) and exc.users_to_fix):  # the client's mistakes are not logged
                 log.exception("model call failed for a batch of %d texts", len(texts))
             for j in jobs:
                 j.future.set_exception(exc)
@@ -289,12 +290,6 @@ class Batcher:
             s["max_batch_requests"] = max(s["max_batch_requests"], len(jobs))
             self._last_batch = len(jobs)
             self._free_since = time.monotonic()
-
-
-def _is_user_error(exc: Exception) -> bool:
-    from ..errors import LucidError
-
-    return isinstance(exc, LucidError) and exc.users_to_fix
 
 
 def _token_counter(translator: Any) -> Callable[[str], int]:
