@@ -141,6 +141,17 @@ def test_ct2_length_penalised_beams_mostly_equal_native(ct2_exports, checkpoints
     assert same >= 0.85 * len(SENTENCES)
 
 
+@pytest.mark.parametrize("kind", ["pre", "post"])
+@pytest.mark.parametrize("options", [dict(beam_size=4, length_penalty=0.6), dict(beam_size=5, n_best=3)])
+def test_ct2_with_patience_2_equals_native(ct2_exports, checkpoints, kind, options):
+    """patience=2: CTranslate2 collects 2 x beam finished hypotheses and the engine re-ranks them all, so the native
+    winner is among them: the same outputs (1,000/1,000 on Multi30k test_2016_flickr with a trained model)."""
+    a = Translator.load(checkpoints[kind], device="cpu").translate_batch(SENTENCES, **options)
+    b = Translator.load(ct2_exports[kind], engine="ct2").translate_batch(SENTENCES, patience=2, **options)
+    assert all(len(y.hypotheses) == options.get("n_best", 1) for y in b)
+    assert [x.best.token_ids for x in a] == [y.best.token_ids for y in b]
+
+
 def test_ct2_engine_from_a_checkpoint_and_quantized(memorised, tmp_path):
     run, src, tgt = memorised
     assert Translator.load(run, engine="ct2").translate(src, beam_size=4) == tgt  # converted on the fly
@@ -183,6 +194,14 @@ def test_cli_export_then_translate_and_evaluate_with_ct2(checkpoints, tmp_path, 
     assert main(["evaluate", str(out), "--engine", "ct2", "--src", str(tmp_path / "in.txt"),
                  "--ref", str(tmp_path / "ref.txt"), "--json"]) == 0  # fmt: skip
     assert "engine:ct2/default" in json.loads(capsys.readouterr().out)["decoding"]
+    # --patience 2: under a length penalty too, the native search's output, and the signature says how it was made
+    assert main(["translate", str(out), "--engine", "ct2", "--patience", "2", *args[:4]]) == 0
+    native = Translator.load(checkpoints["post"], device="cpu").translate(SENTENCES[:5])
+    assert (tmp_path / "out.txt").read_text().splitlines() == native
+    capsys.readouterr()
+    assert main(["evaluate", str(out), "--engine", "ct2", "--patience", "2", "--src", str(tmp_path / "in.txt"),
+                 "--ref", str(tmp_path / "ref.txt"), "--json"]) == 0  # fmt: skip
+    assert "beam:4|patience:2|lp:0.6" in json.loads(capsys.readouterr().out)["decoding"]
 
 
 def test_cli_export_errors_name_the_problem(checkpoints, tmp_path, capsys):

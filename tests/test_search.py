@@ -117,4 +117,7 @@ def test_option_validation():
         DecodeOptions(beam_size=2, n_best=3).validate()
     with pytest.raises(ConfigurationError):
         DecodeOptions(temperature=0).validate()
+    with pytest.raises(ConfigurationError, match="patience"):
+        DecodeOptions(patience=0).validate()
     assert DecodeOptions(beam_size=5).signature().startswith("beam:5|lp:0.6")
+    assert DecodeOptions(beam_size=5, patience=2).signature().startswith("beam:5|patience:2|lp:0.6")

@@ -228,6 +228,7 @@ def test_each_limit_is_enforced_with_a_message_naming_the_field(make_client, tra
         ({"texts": ["a"], "beam_size": 0}, "beam_size"),
         ({"texts": ["a"], "beam_size": 2, "n_best": 3}, "n_best"),
         ({"texts": ["a"], "max_len_b": 51}, "max_len_b"),
+        ({"texts": ["a"], "patience": 5}, "patience"),
         ({"texts": ["a"], "top_p": 0}, "top_p"),
         ({"texts": ["a"], "temperature": -1}, "temperature"),
         ({"texts": ["a"], "sampling": True, "top_p": 2.2250738585e-313}, "top_p"),  # found by schemathesis
