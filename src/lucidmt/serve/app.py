@@ -155,7 +155,7 @@ def _request_models(limits: Limits) -> tuple[type[BaseModel], type[BaseModel]]:
         length_penalty: float = Field(0.6, ge=0, le=10, description="GNMT alpha")
         max_len_a: float = Field(1.5, ge=0, le=limits.max_len_a, description="output length <= a * source + b")
         max_len_b: Int = Field(10, ge=1, le=limits.max_len_b)
-        patience: Int = Field(1, ge=1, le=4, description="ct2 engine: 2 matches the native search's output")
+        patience: Int = Field(1, ge=1, le=4, description="ct2 engine: 2 agrees with the native search more often")
 
     class TranslateRequest(SearchOptions):
         texts: list[Text] = Field(max_length=limits.max_texts, description="raw sentences; empty ones stay empty")
