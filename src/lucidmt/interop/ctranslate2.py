@@ -20,12 +20,10 @@ CTranslate2. Its beam search is not ours: CTranslate2 normalises by length^alpha
 finished hypotheses, while ours, with the GNMT penalty, goes on while a live beam could still win. For
 `length_penalty > 0` the engine therefore asks for patience x beam_size hypotheses ranked by total log-probability
 (length_penalty=0, which CTranslate2 stops exactly, like ours, once the best beam has ended) and re-ranks them with
-our GNMT penalty. With the default patience 1 the native winner is sometimes not among them (997 and 986 of 1,000
-test_2016_flickr sentences agree for a trained model at beam 4 / alpha 0.6 and beam 5 / alpha 1.0); with
-`patience=2` (`--patience 2`) CTranslate2 goes on until 2 x beam_size hypotheses have finished: 1,000/1,000 agree
-at beam 4 and 5 for that model, 999/1,000 at beam 4 for a second training run's (its beam dropped the native winner
-before it finished; patience 3-4 do not recover it), at 12-25% more CTranslate2 time. Per-sentence length limits
-become one limit per batch (the largest).
+our GNMT penalty. With the default patience 1 the native winner is sometimes not among them; `patience=2`
+(`--patience 2`) lets CTranslate2 go on until 2 x beam_size hypotheses have finished, which agrees more often at
+some cost in time (measured figures: README, "Fast inference").
+Per-sentence length limits become one limit per batch (the largest).
 """
 
 from __future__ import annotations
