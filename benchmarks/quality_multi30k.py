@@ -130,10 +130,12 @@ def train_hf(prep: Path, a) -> tuple[object, dict]:
     groups = [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     opt = adamw(groups, lr=t.lr, betas=tuple(t.betas))  # fused where PyTorch has it, as lucidmt's
     step, epoch, warmup_s = 0, 0, 0.0
+    speed = StepSpeed()
     t0 = time.perf_counter()
     amp = dev.type == "cuda"
     while time.perf_counter() - t0 < a.minutes * 60:
         for idx in make_batches(lengths(src), lengths(tgt), t.max_tokens, 1, epoch):
+            ts = time.perf_counter()
             b = collate(src, tgt, idx, 0, 2, 3).to(dev)
             step += 1
             elapsed = time.perf_counter() - t0
@@ -150,6 +152,7 @@ def train_hf(prep: Path, a) -> tuple[object, dict]:
             torch.nn.utils.clip_grad_norm_(model.parameters(), t.clip_norm)
             opt.step()
             opt.zero_grad(set_to_none=True)
+            speed.add(time.perf_counter() - t0, time.perf_counter() - ts, b.n_tgt_tokens)
             if time.perf_counter() - t0 >= a.minutes * 60:
                 break
         epoch += 1
@@ -157,7 +160,43 @@ def train_hf(prep: Path, a) -> tuple[object, dict]:
     model.eval()
     vsrc, vref = data.text("valid")
     search = choose_search(lambda beam, lp: hf_translate(model, tok, vsrc, a.device, beam, lp), vref)
-    return model, {"train_minutes": minutes, "steps": step, "recipe": a.peer_recipe, **search}
+    info = {"train_minutes": minutes, "steps": step, "recipe": a.peer_recipe, **speed.summary(a.minutes), **search}
+    return model, info
+
+
+class StepSpeed:
+    """Target tokens per second inside training steps (validation and checkpoints excluded), over the whole budget
+    and by quarter of it, so that the table shows where the difference in updates comes from: the step itself, or
+    the machine's pace drifting between the two systems' hours (they train one after the other)."""
+
+    def __init__(self) -> None:
+        self.rows: list[tuple[float, float, float]] = []  # (elapsed s at the end, step seconds, target tokens)
+
+    def add(self, elapsed_s: float, step_s: float, tokens: float) -> None:
+        self.rows.append((elapsed_s, step_s, tokens))
+
+    @classmethod
+    def of_run(cls, run: Path) -> StepSpeed:
+        """From a lucidmt run's metrics.jsonl (a row per logging window)."""
+        speed = cls()
+        for line in (run / "metrics.jsonl").read_text().splitlines():
+            row = json.loads(line)
+            if "tgt_tokens_per_s" not in row:
+                continue
+            # runs logged before `step_seconds` existed: windows weighted as if equal in tokens (a harmonic mean)
+            seconds = row.get("step_seconds", 1.0 / row["tgt_tokens_per_s"])
+            speed.add(row["elapsed_min"] * 60, seconds, row["tgt_tokens_per_s"] * seconds)
+        return speed
+
+    def summary(self, minutes: float) -> dict:
+        if not self.rows:
+            return {}
+        quarters = []
+        for q in range(4):
+            part = [r for r in self.rows if q * minutes * 15 <= r[0] < (q + 1) * minutes * 15] or [(0, 1e-9, 0)]
+            quarters.append(sum(r[2] for r in part) / sum(r[1] for r in part))
+        tok_s = sum(r[2] for r in self.rows) / sum(r[1] for r in self.rows)
+        return {"step_tok_s": tok_s, "step_tok_s_by_quarter": quarters}
 
 
 def hf_translate(
@@ -235,6 +274,7 @@ def main() -> None:
     hyps = tr.translate(test.src, beam_size=info["beam"], length_penalty=info["length_penalty"])
     (run / "test_2016_flickr.hyp.de").write_text("\n".join(hyps) + "\n", encoding="utf-8")
     s = score(hyps, test.tgt, "de")
+    info.update(StepSpeed.of_run(run).summary(info["train_minutes"]))
     rows.append(("lucidmt " + a.preset, info, s))
     if not a.skip_peer:
         model, pinfo = train_hf(prep, a)
@@ -242,16 +282,23 @@ def main() -> None:
         rows.append((f"HF MarianMTModel {a.preset}, {a.peer_recipe} recipe", pinfo, score(hyps, test.tgt, "de")))
 
     print(f"\nMulti30k en-de, test_2016_flickr (1,000 sentences), {hardware()}, budget {a.minutes:g} min of training\n")
-    print("| system | train min | steps | checkpoint | beam / lp | valid BLEU | sacreBLEU | chrF | tok. BLEU (lc) |")
-    print("|---|---:|---:|---|---|---:|---:|---:|---:|")
+    print(
+        "| system | train min | steps | step tok/s | checkpoint | beam / lp | valid BLEU | sacreBLEU | chrF "
+        "| tok. BLEU (lc) |"
+    )
+    print("|---|---:|---:|---:|---|---|---:|---:|---:|---:|")
     for name, i, sc in rows:
         print(
-            f"| {name} | {i['train_minutes']:.1f} | {i['steps']:,} | {i.get('checkpoint', 'last')} | "
+            f"| {name} | {i['train_minutes']:.1f} | {i['steps']:,} | {i.get('step_tok_s', 0):,.0f} | "
+            f"{i.get('checkpoint', 'last')} | "
             f"{i['beam']} / {i['length_penalty']} | {i['valid_bleu']:.2f} | "
             f"{sc.bleu:.2f} | {sc.chrf:.2f} | {sc.tok_bleu:.2f} |"
         )
     if len(rows) == 2:
         print(f"\nsacreBLEU difference: {rows[0][2].bleu - rows[1][2].bleu:+.2f}")
+    print("\ntarget tokens/s inside training steps, by quarter of the budget (the machine's pace drifts too):")
+    for name, i, _ in rows:
+        print(f"- {name}: " + " / ".join(f"{v:,.0f}" for v in i.get("step_tok_s_by_quarter", [])))
     print(
         f"\nsignatures: BLEU `{rows[0][2].bleu_signature}`, chrF `{rows[0][2].chrf_signature}`, "
         f"tokenised `{rows[0][2].tok_bleu_signature}`"

@@ -447,6 +447,7 @@ class Trainer:
             "train_nll": window["nll"] / tokens,
             "lr": self.optimizer.param_groups[0]["lr"],
             "tgt_tokens_per_s": window["tokens"] * self.dist.world / max(window["time"], 1e-9),
+            "step_seconds": window["time"],  # time inside training steps in this window (validation excluded)
             "elapsed_min": self.elapsed / 60,
         }
 
