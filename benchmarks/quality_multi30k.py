@@ -5,7 +5,7 @@
     python benchmarks/quality_multi30k.py --skip-peer           # lucidmt only
     python benchmarks/quality_multi30k.py --lucidmt-run RUN     # the peer, beside a lucidmt run made earlier
     python benchmarks/quality_multi30k.py --lucidmt-run RUN --peer-recipe same   # the peer with lucidmt's recipe
-    python benchmarks/quality_multi30k.py --recipe recipes/multi30k-small-10min.yaml --minutes 10 --skip-peer
+    python benchmarks/quality_multi30k.py --recipe recipes/multi30k-small-short.yaml --minutes 10 --skip-peer
 
 Both systems get the same prepared data (joint 8k BPE), the same wall-clock training budget, label smoothing 0.1 and
 AdamW. lucidmt trains with its recipe (`--recipe`, default `recipes/multi30k-small.yaml`: residual dropout 0.3,

@@ -8,7 +8,7 @@ echo "== 1. prepare Multi30k en-de (joint 8k BPE)"
 lucidmt prepare --dataset multi30k --src en --tgt de --vocab-size 8000 --out "$OUT/prep" 2>&1 | tail -2
 # short budgets (up to 20 minutes, ~10 epochs) train best without dropout; hour-long runs need it (see the recipes)
 RECIPE=recipes/multi30k-small.yaml
-if awk -v m="$MIN" 'BEGIN { exit !(m <= 20) }'; then RECIPE=recipes/multi30k-small-10min.yaml; fi
+if awk -v m="$MIN" 'BEGIN { exit !(m <= 20) }'; then RECIPE=recipes/multi30k-small-short.yaml; fi
 echo "== 2. train the small preset for ${MIN} minutes ($RECIPE)"
 rm -rf "$OUT/run"
 lucidmt train --data "$OUT/prep" --out "$OUT/run" --preset small --config "$RECIPE" --max-minutes "$MIN"
