@@ -16,7 +16,9 @@ trained by a plain loop on the same batches, with `--peer-recipe plain` (the def
 1e-3) or `same` (lucidmt's recipe, schedule included: only the toolkit differs, and the toolkit's speed shows as
 more updates in the budget). Every choice is made on the validation set: for lucidmt best vs averaged checkpoints,
 then beam size and length penalty; for the peer (whose last weights are used) beam size and length penalty.
-test_2016_flickr is decoded once per system at the end. Prints one markdown table.
+test_2016_flickr is decoded once per system at the end. Prints one markdown table, with each system's target tokens/s
+inside training steps (and by quarter of the budget: the systems train one after the other, so a drift in the
+machine's pace between their hours shows there rather than passing for the toolkit's speed).
 """
 
 from __future__ import annotations
