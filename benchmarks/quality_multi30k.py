@@ -41,6 +41,7 @@ from lucidmt.decode.translator import Translator
 from lucidmt.evaluate import quick_bleu, score
 from lucidmt.runtime import tune_allocator
 from lucidmt.train.checkpoint import average_checkpoints, list_checkpoints
+from lucidmt.train.metrics import read_metrics
 from lucidmt.train.schedule import last_warmup_step, learning_rate
 from lucidmt.train.trainer import adamw, train
 
@@ -154,15 +155,16 @@ def train_hf(prep: Path, a) -> tuple[object, dict]:
             torch.nn.utils.clip_grad_norm_(model.parameters(), t.clip_norm)
             opt.step()
             opt.zero_grad(set_to_none=True)
-            speed.add(time.perf_counter() - t0, time.perf_counter() - ts, b.n_tgt_tokens)
-            if time.perf_counter() - t0 >= a.minutes * 60:
+            now = time.perf_counter()
+            speed.add(now - t0, now - ts, b.n_tgt_tokens)
+            if now - t0 >= a.minutes * 60:
                 break
         epoch += 1
     minutes = (time.perf_counter() - t0) / 60
     model.eval()
     vsrc, vref = data.text("valid")
     search = choose_search(lambda beam, lp: hf_translate(model, tok, vsrc, a.device, beam, lp), vref)
-    info = {"train_minutes": minutes, "steps": step, "recipe": a.peer_recipe, **speed.summary(a.minutes), **search}
+    info = {"train_minutes": minutes, "steps": step, "recipe": a.peer_recipe, **speed.summary(minutes), **search}
     return model, info
 
 
@@ -181,24 +183,25 @@ class StepSpeed:
     def of_run(cls, run: Path) -> StepSpeed:
         """From a lucidmt run's metrics.jsonl (a row per logging window)."""
         speed = cls()
-        for line in (run / "metrics.jsonl").read_text().splitlines():
-            row = json.loads(line)
-            if "tgt_tokens_per_s" not in row:
-                continue
-            # runs logged before `step_seconds` existed: windows weighted as if equal in tokens (a harmonic mean)
-            seconds = row.get("step_seconds", 1.0 / row["tgt_tokens_per_s"])
-            speed.add(row["elapsed_min"] * 60, seconds, row["tgt_tokens_per_s"] * seconds)
+        for row in read_metrics(run / "metrics.jsonl"):
+            if "tgt_tokens_per_s" in row:
+                # runs logged before `step_seconds` existed: windows weighted as if equal in tokens (a harmonic mean)
+                seconds = row.get("step_seconds", 1.0 / row["tgt_tokens_per_s"])
+                speed.add(row["elapsed_min"] * 60, seconds, row["tgt_tokens_per_s"] * seconds)
         return speed
 
     def summary(self, minutes: float) -> dict:
+        """Over all steps and by quarter of `minutes` (the training time, by the steps' end times)."""
+
+        def rate(rows: list[tuple[float, float, float]]) -> float:
+            seconds = sum(r[1] for r in rows)
+            return sum(r[2] for r in rows) / seconds if seconds else 0.0
+
         if not self.rows:
             return {}
-        quarters = []
-        for q in range(4):
-            part = [r for r in self.rows if q * minutes * 15 <= r[0] < (q + 1) * minutes * 15] or [(0, 1e-9, 0)]
-            quarters.append(sum(r[2] for r in part) / sum(r[1] for r in part))
-        tok_s = sum(r[2] for r in self.rows) / sum(r[1] for r in self.rows)
-        return {"step_tok_s": tok_s, "step_tok_s_by_quarter": quarters}
+        quarter = minutes * 60 / 4
+        by_quarter = [rate([r for r in self.rows if q * quarter <= r[0] < (q + 1) * quarter]) for q in range(4)]
+        return {"step_tok_s": rate(self.rows), "step_tok_s_by_quarter": by_quarter}
 
 
 def hf_translate(

@@ -46,10 +46,12 @@ def test_run_folder_contents_and_metrics(prepared, tmp_path):
     assert len(train_rows) == 6 and len(valid_rows) == 3
     assert train_rows[-1]["train_nll"] < train_rows[0]["train_nll"]
     assert all(r["valid_bleu"] is not None for r in valid_rows)
-    # each window's time inside training steps: positive, and all of them less than the run's clock (validation and
-    # checkpoints are outside), so that tokens/s x step_seconds recovers a window's tokens
+    # each window's time inside training steps: positive, all of them less than the run's clock (validation and
+    # checkpoints are outside), and the very time behind tokens/s, so that their product is a whole number of tokens
     assert all(r["step_seconds"] > 0 for r in train_rows)
     assert sum(r["step_seconds"] for r in train_rows) < valid_rows[-1]["elapsed_min"] * 60
+    tokens = [r["tgt_tokens_per_s"] * r["step_seconds"] for r in train_rows]
+    assert all(n >= 1 and n == pytest.approx(round(n), rel=1e-9) for n in tokens)
     assert list((run / "tensorboard").iterdir())
 
 
