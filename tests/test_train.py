@@ -55,6 +55,29 @@ def test_run_folder_contents_and_metrics(prepared, tmp_path):
     assert list((run / "tensorboard").iterdir())
 
 
+def test_time_between_steps_is_not_counted(prepared, tmp_path):
+    """`between_steps` runs after every step but the last; its time stays out of the run's clock, and the run
+    trains exactly as it does without it."""
+    seen, nap = [], 0.5
+
+    def between(step):
+        seen.append(step)
+        time.sleep(nap)
+
+    cfg = tiny_config(max_steps=6, valid_every=3, log_every=2)
+    t0 = time.perf_counter()
+    res = train(prepared, tmp_path / "paused", cfg, between_steps=between, **QUIET)
+    wall = time.perf_counter() - t0
+    assert seen == [1, 2, 3, 4, 5] and res.steps == 6
+    assert res.elapsed_minutes * 60 <= wall - nap * len(seen)
+    rows = [json.loads(x) for x in (tmp_path / "paused" / "metrics.jsonl").read_text().splitlines()]
+    assert max(r["elapsed_min"] for r in rows) * 60 < nap * len(seen)  # the tiny run itself: well under 2.5 s
+    plain = train(prepared, tmp_path / "plain", tiny_config(max_steps=6, valid_every=3, log_every=2), **QUIET)
+    assert plain.steps == 6
+    a, b = weights(tmp_path / "paused" / "best"), weights(tmp_path / "plain" / "best")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_existing_run_folder_is_not_overwritten(prepared, tmp_path):
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "keep.txt").write_text("precious")

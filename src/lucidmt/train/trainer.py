@@ -16,6 +16,7 @@ import contextlib
 import dataclasses
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -102,8 +103,10 @@ class Trainer:
         device: str | None = None,
         log=print,
         progress: bool = True,
+        between_steps: Callable[[int], None] | None = None,
     ):
         self.dist = distributed.setup(device)
+        self.between_steps = between_steps
         self.device = self.dist.device
         self.data, self.run_dir, self.log = data, Path(run_dir), (log if self.dist.main else (lambda *a: None))
         self.progress = progress and self.dist.main
@@ -370,6 +373,10 @@ class Trainer:
                         stop_early = self._validate_and_save(metrics)
                         last_validated = self.step
                         stopped_by = stopped_by or ("early stopping" if stop_early else "")
+                    if self.between_steps is not None and not stopped_by:
+                        paused = time.perf_counter()
+                        self.between_steps(self.step)
+                        start += time.perf_counter() - paused  # the run's clock stands still meanwhile
                 if self.batch_pos >= len(batches):
                     self.epoch += 1
                     self.batch_pos = 0
@@ -541,12 +548,25 @@ def train(
     device: str | None = None,
     progress: bool = True,
     log=print,
+    between_steps: Callable[[int], None] | None = None,
 ) -> TrainResult:
-    """Python API of `lucidmt train`."""
+    """Python API of `lucidmt train`.
+
+    `between_steps(step)`, if given, is called after every training step (and its validation, if any) on every
+    rank, and the time it takes is not counted: neither in the run's clock (`elapsed_min`, `max_minutes`, a
+    time-annealed schedule) nor in tokens/s. It lets another job share the machine in turns without eating into
+    this run's budget, e.g. a peer trained in alternating slices (benchmarks/quality_multi30k.py --interleave)."""
     from ..config import preset
 
     trainer = Trainer(
-        cfg or preset("small"), Prepared(data), out, resume=resume, device=device, progress=progress, log=log
+        cfg or preset("small"),
+        Prepared(data),
+        out,
+        resume=resume,
+        device=device,
+        progress=progress,
+        log=log,
+        between_steps=between_steps,
     )
     try:
         return trainer.fit()
