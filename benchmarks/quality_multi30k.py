@@ -5,6 +5,7 @@
     python benchmarks/quality_multi30k.py --skip-peer           # lucidmt only
     python benchmarks/quality_multi30k.py --lucidmt-run RUN     # the peer, beside a lucidmt run made earlier
     python benchmarks/quality_multi30k.py --lucidmt-run RUN --peer-recipe same   # the peer with lucidmt's recipe
+    python benchmarks/quality_multi30k.py --peer-recipe same --interleave 60   # both in alternating 1-minute turns
     python benchmarks/quality_multi30k.py --recipe recipes/multi30k-small-short.yaml --minutes 10 --skip-peer
 
 Both systems get the same prepared data (joint 8k BPE), the same wall-clock training budget, label smoothing 0.1 and
@@ -17,8 +18,11 @@ trained by a plain loop on the same batches, with `--peer-recipe plain` (the def
 more updates in the budget). Every choice is made on the validation set: for lucidmt best vs averaged checkpoints,
 then beam size and length penalty; for the peer (whose last weights are used) beam size and length penalty.
 test_2016_flickr is decoded once per system at the end. Prints one markdown table, with each system's target tokens/s
-inside training steps (and by quarter of the budget: the systems train one after the other, so a drift in the
-machine's pace between their hours shows there rather than passing for the toolkit's speed).
+inside training steps (and by quarter of the budget: by default the systems train one after the other, so a drift
+in the machine's pace between their hours shows there rather than passing for the toolkit's speed). With
+`--interleave SECONDS` they train in one process in alternating turns of that many seconds of their own clocks (each
+clock stands still while the other system trains, each keeps its own random stream), so that both see the same
+minutes of the machine.
 """
 
 from __future__ import annotations
@@ -62,11 +66,14 @@ def recipe_config(a):
     return cfg
 
 
-def train_lucidmt(prep: Path, run: Path, a) -> tuple[Path, dict]:
-    cfg = recipe_config(a)
-    t0 = time.perf_counter()
-    result = train(prep, run, cfg, device=a.device, progress=False, log=print)
-    return choose(prep, run, a, (time.perf_counter() - t0) / 60, result.steps)
+def train_lucidmt(prep: Path, run: Path, a, peer: Peer | None = None) -> tuple[Path, dict]:
+    """Train with the recipe (with `peer`, the peer trains in turns between lucidmt's steps), then choose."""
+    hook = Interleave(peer, a.interleave) if peer is not None else None
+    result = train(prep, run, recipe_config(a), device=a.device, progress=False, log=print, between_steps=hook)
+    if peer is not None:
+        print(f"interleaved: {hook.turns} peer turns of {a.interleave:g} s; the peer trains out its budget")
+        peer.train_for(float("inf"))  # the remainder (about one turn), before any decoding
+    return choose(prep, run, a, result.elapsed_minutes, result.steps)
 
 
 def choose(prep: Path, run: Path, a, minutes: float, steps: int) -> tuple[Path, dict]:
@@ -97,75 +104,117 @@ def choose_search(translate, vref: list[str]) -> dict:
     return {"beam": beam, "length_penalty": lp, "valid_bleu": grid[(beam, lp)]}
 
 
-def train_hf(prep: Path, a) -> tuple[object, dict]:
+class Peer:
     """The peer: HF MarianMTModel trained with a plain loop (what Seq2SeqTrainer does) on the same batches.
 
     `--peer-recipe plain`: dropout 0.3, `--max-tokens` or 4,096-token batches, inverse-sqrt schedule peaking at
     `--peer-lr` after `--warmup` or 400 steps. `same`: lucidmt's recipe (dropout, batch size, peak rate, warm-up,
     the cosine schedule annealed over the time budget, weight decay off norms and biases), so that only the
-    toolkit differs."""
-    data = Prepared(prep)
-    tok = data.tokenizer
-    src, tgt = data.ids("train")
-    dev = torch.device(a.device)
-    torch.manual_seed(1)
-    cfg = recipe_config(a)
-    t, m = cfg.train, cfg.model
-    if a.peer_recipe == "plain":  # inverse-sqrt at --peer-lr, 4,096 tokens and 400 warm-up steps unless given
-        t.schedule, t.lr, t.warmup_steps, t.max_tokens = (
-            "inverse_sqrt",
-            a.peer_lr,
-            a.warmup or 400,
-            a.max_tokens or 4096,
+    toolkit differs. The peer keeps its own clock and its own random stream, so that it can train in slices
+    (`train_for`) between lucidmt's steps without either disturbing the other."""
+
+    def __init__(self, prep: Path, a) -> None:
+        self.data, self.a = Prepared(prep), a
+        self.tok = self.data.tokenizer
+        self.src, self.tgt = self.data.ids("train")
+        self.dev = torch.device(a.device)
+        outer = torch.get_rng_state()
+        torch.manual_seed(1)
+        cfg = recipe_config(a)
+        t, m = cfg.train, cfg.model
+        if a.peer_recipe == "plain":  # inverse-sqrt at --peer-lr, 4,096 tokens and 400 warm-up steps unless given
+            t.schedule, t.lr, t.warmup_steps, t.max_tokens = (
+                "inverse_sqrt",
+                a.peer_lr,
+                a.warmup or 400,
+                a.max_tokens or 4096,
+            )
+            m.dropout, m.attention_dropout, m.activation_dropout = 0.3, 0.0, 0.0
+        self.t = t
+        model = hf_marian(
+            m,
+            self.tok.info.src_vocab_size,
+            m.dropout,
+            attention_dropout=m.attention_dropout,
+            activation_dropout=m.activation_dropout,
+            forced_eos_token_id=3,
         )
-        m.dropout, m.attention_dropout, m.activation_dropout = 0.3, 0.0, 0.0
-    model = hf_marian(
-        m,
-        tok.info.src_vocab_size,
-        m.dropout,
-        attention_dropout=m.attention_dropout,
-        activation_dropout=m.activation_dropout,
-        forced_eos_token_id=3,
-    )
-    model = model.to(dev).train()
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.dim() < 2]
-    groups = [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    opt = adamw(groups, lr=t.lr, betas=tuple(t.betas))  # fused where PyTorch has it, as lucidmt's
-    step, epoch, warmup_s = 0, 0, 0.0
-    speed = StepSpeed()
-    t0 = time.perf_counter()
-    amp = dev.type == "cuda"
-    while time.perf_counter() - t0 < a.minutes * 60:
-        for idx in make_batches(lengths(src), lengths(tgt), t.max_tokens, 1, epoch):
+        self.model = model.to(self.dev).train()
+        decay = [p for p in model.parameters() if p.dim() >= 2]
+        no_decay = [p for p in model.parameters() if p.dim() < 2]
+        groups = [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        self.opt = adamw(groups, lr=t.lr, betas=tuple(t.betas))  # fused where PyTorch has it, as lucidmt's
+        self.rng = torch.get_rng_state()  # the peer's own dropout stream
+        torch.set_rng_state(outer)
+        self.step, self.epoch, self.warmup_s, self.elapsed = 0, 0, 0.0, 0.0  # elapsed: the peer's own clock (s)
+        self.batches = iter(())
+        self.speed = StepSpeed()
+
+    def done(self) -> bool:
+        return self.elapsed >= self.a.minutes * 60
+
+    def train_for(self, seconds: float) -> None:
+        """Train until `seconds` more of the peer's clock have passed or its budget is spent."""
+        t, dev = self.t, self.dev
+        outer = torch.get_rng_state()
+        torch.set_rng_state(self.rng)
+        began, base = time.perf_counter(), self.elapsed
+        amp = dev.type == "cuda"
+        while not self.done() and self.elapsed - base < seconds:
+            idx = next(self.batches, None)
+            if idx is None:
+                self.batches = iter(make_batches(lengths(self.src), lengths(self.tgt), t.max_tokens, 1, self.epoch))
+                self.epoch += 1
+                continue
             ts = time.perf_counter()
-            b = collate(src, tgt, idx, 0, 2, 3).to(dev)
-            step += 1
-            elapsed = time.perf_counter() - t0
-            if step == last_warmup_step(t):
-                warmup_s = elapsed
-            for g in opt.param_groups:
-                g["lr"] = learning_rate(step, t, elapsed, warmup_s)
+            b = collate(self.src, self.tgt, idx, 0, 2, 3).to(dev)
+            self.step += 1
+            clock = base + ts - began
+            if self.step == last_warmup_step(t):
+                self.warmup_s = clock
+            for g in self.opt.param_groups:
+                g["lr"] = learning_rate(self.step, t, clock, self.warmup_s)
             labels = b.tgt_out.masked_fill(b.tgt_out == 0, -100)
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
-                out = model(input_ids=b.src, attention_mask=(b.src != 0).long(), decoder_input_ids=b.tgt_in)
+                out = self.model(input_ids=b.src, attention_mask=(b.src != 0).long(), decoder_input_ids=b.tgt_in)
                 logits = out.logits.float().flatten(0, 1)
                 loss = F.cross_entropy(logits, labels.flatten(), label_smoothing=t.label_smoothing)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), t.clip_norm)
-            opt.step()
-            opt.zero_grad(set_to_none=True)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.clip_norm)
+            self.opt.step()
+            self.opt.zero_grad(set_to_none=True)
             now = time.perf_counter()
-            speed.add(now - t0, now - ts, b.n_tgt_tokens)
-            if now - t0 >= a.minutes * 60:
-                break
-        epoch += 1
-    minutes = (time.perf_counter() - t0) / 60
-    model.eval()
-    vsrc, vref = data.text("valid")
-    search = choose_search(lambda beam, lp: hf_translate(model, tok, vsrc, a.device, beam, lp), vref)
-    info = {"train_minutes": minutes, "steps": step, "recipe": a.peer_recipe, **speed.summary(minutes), **search}
-    return model, info
+            self.elapsed = base + now - began
+            self.speed.add(self.elapsed, now - ts, b.n_tgt_tokens)
+        self.rng = torch.get_rng_state()
+        torch.set_rng_state(outer)
+
+    def finish(self) -> tuple[object, dict]:
+        """Train out the rest of the budget, then choose beam and length penalty on the validation set."""
+        self.train_for(float("inf"))
+        minutes = self.elapsed / 60
+        self.model.eval()
+        vsrc, vref = self.data.text("valid")
+        search = choose_search(lambda beam, lp: hf_translate(self.model, self.tok, vsrc, self.a.device, beam, lp), vref)
+        info = {"train_minutes": minutes, "steps": self.step, "recipe": self.a.peer_recipe}
+        return self.model, info | self.speed.summary(minutes) | search
+
+
+class Interleave:
+    """`between_steps` hook for lucidmt's trainer: whenever lucidmt's clock has advanced by `slice_s` since the
+    peer's last turn, the peer trains for the same `slice_s` of its own clock (lucidmt's clock stands still
+    meanwhile). Both systems thus train through the same minutes of the machine's drifting pace."""
+
+    def __init__(self, peer: Peer, slice_s: float) -> None:
+        self.peer, self.slice_s = peer, slice_s
+        self.turns = 0
+        self.last = time.perf_counter()  # lucidmt's clock runs while the hook is not running
+
+    def __call__(self, step: int) -> None:
+        if time.perf_counter() - self.last >= self.slice_s:
+            self.peer.train_for(self.slice_s)
+            self.turns += 1
+            self.last = time.perf_counter()
 
 
 class StepSpeed:
@@ -251,9 +300,20 @@ def main() -> None:
         help="the peer's recipe: plain (the issue's) or same (lucidmt's --recipe: only the toolkit differs)",
     )
     ap.add_argument("--skip-peer", action="store_true")
+    ap.add_argument(
+        "--interleave",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="train the two systems in alternating turns of this many seconds of their own clocks (each clock "
+        "stands still while the other trains), so that a drift in the machine's pace hits both alike; "
+        "default 0: one after the other",
+    )
     ap.add_argument("--lucidmt-run", help="score this finished lucidmt run (from this script or lucidmt train)")
     ap.add_argument("--out", default=str(out_dir() / "quality"))
     a = ap.parse_args()
+    if a.interleave and (a.skip_peer or a.lucidmt_run):
+        ap.error("--interleave trains both systems: not with --skip-peer or --lucidmt-run")
     torch.set_num_threads(a.threads)
     tune_allocator()  # the same process-wide allocator settings for both systems
     out = Path(a.out)
@@ -262,7 +322,7 @@ def main() -> None:
     test = load_dataset("multi30k", "test_2016_flickr", "en", "de")
     run = out / f"lucidmt-{a.preset}-{int(a.minutes)}min-{int(time.time())}"
 
-    rows = []
+    rows, peer = [], None
     if a.lucidmt_run:  # a run trained earlier: by this script (its choices are in selection.json) or by `lucidmt train`
         run = Path(a.lucidmt_run)
         if (run / "selection.json").exists():
@@ -273,7 +333,9 @@ def main() -> None:
             ckpt, info = choose(prep, run, a, summary["elapsed_minutes"], summary["steps"])
             (run / "selection.json").write_text(json.dumps(info, indent=2))
     else:
-        ckpt, info = train_lucidmt(prep, run, a)
+        if a.interleave:
+            peer = Peer(prep, a)
+        ckpt, info = train_lucidmt(prep, run, a, peer)
         (run / "selection.json").write_text(json.dumps(info, indent=2))
     tr = Translator.load(ckpt, device=a.device)
     hyps = tr.translate(test.src, beam_size=info["beam"], length_penalty=info["length_penalty"])
@@ -282,7 +344,7 @@ def main() -> None:
     info.update(StepSpeed.of_run(run).summary(info["train_minutes"]))
     rows.append(("lucidmt " + a.preset, info, s))
     if not a.skip_peer:
-        model, pinfo = train_hf(prep, a)
+        model, pinfo = (peer or Peer(prep, a)).finish()
         hyps = hf_translate(model, Prepared(prep).tokenizer, test.src, a.device, pinfo["beam"], pinfo["length_penalty"])
         rows.append((f"HF MarianMTModel {a.preset}, {a.peer_recipe} recipe", pinfo, score(hyps, test.tgt, "de")))
 
