@@ -76,6 +76,10 @@ def test_time_between_steps_is_not_counted(prepared, tmp_path):
     assert plain.steps == 6
     a, b = weights(tmp_path / "paused" / "best"), weights(tmp_path / "plain" / "best")
     assert all(torch.equal(a[k], b[k]) for k in a)
+    seen.clear()  # an epoch budget ends the run too: no call after its last step either
+    nap = 0.0
+    epoch = train(prepared, tmp_path / "epoch", tiny_config(max_epochs=1), between_steps=between, **QUIET)
+    assert epoch.stopped_by == "max_epochs" and seen == list(range(1, epoch.steps))
 
 
 def test_existing_run_folder_is_not_overwritten(prepared, tmp_path):

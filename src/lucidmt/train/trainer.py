@@ -373,7 +373,8 @@ class Trainer:
                         stop_early = self._validate_and_save(metrics)
                         last_validated = self.step
                         stopped_by = stopped_by or ("early stopping" if stop_early else "")
-                    if self.between_steps is not None and not stopped_by:
+                    last_epoch_ends = self.batch_pos >= len(batches) and t.max_epochs and self.epoch + 1 >= t.max_epochs
+                    if self.between_steps is not None and not stopped_by and not last_epoch_ends:
                         paused = time.perf_counter()
                         self.between_steps(self.step)
                         start += time.perf_counter() - paused  # the run's clock stands still meanwhile
@@ -552,10 +553,11 @@ def train(
 ) -> TrainResult:
     """Python API of `lucidmt train`.
 
-    `between_steps(step)`, if given, is called after every training step (and its validation, if any) on every
-    rank, and the time it takes is not counted: neither in the run's clock (`elapsed_min`, `max_minutes`, a
-    time-annealed schedule) nor in tokens/s. It lets another job share the machine in turns without eating into
-    this run's budget, e.g. a peer trained in alternating slices (benchmarks/quality_multi30k.py --interleave)."""
+    `between_steps(step)`, if given, is called after every training step (and its validation, if any) but the one
+    that ends the run, on every rank, and the time it takes is not counted: neither in the run's clock
+    (`elapsed_min`, `max_minutes`, a time-annealed schedule) nor in tokens/s. It lets another job share the machine
+    in turns without eating into this run's budget, e.g. a peer trained in alternating slices
+    (benchmarks/quality_multi30k.py --interleave)."""
     from ..config import preset
 
     trainer = Trainer(
