@@ -104,6 +104,20 @@ def choose_search(translate, vref: list[str]) -> dict:
     return {"beam": beam, "length_penalty": lp, "valid_bleu": grid[(beam, lp)]}
 
 
+def rng_state() -> tuple:
+    """The CPU random generator's state, and every CUDA device's where there are any."""
+    return torch.get_rng_state(), (torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None)
+
+
+def swap_rng(state: tuple) -> tuple:
+    """Install `state` (from `rng_state`) and return the one it replaces."""
+    old = rng_state()
+    torch.set_rng_state(state[0])
+    if state[1] is not None:
+        torch.cuda.set_rng_state_all(state[1])
+    return old
+
+
 class Peer:
     """The peer: HF MarianMTModel trained with a plain loop (what Seq2SeqTrainer does) on the same batches.
 
@@ -118,7 +132,7 @@ class Peer:
         self.tok = self.data.tokenizer
         self.src, self.tgt = self.data.ids("train")
         self.dev = torch.device(a.device)
-        outer = torch.get_rng_state()
+        outer = rng_state()
         torch.manual_seed(1)
         cfg = recipe_config(a)
         t, m = cfg.train, cfg.model
@@ -144,8 +158,7 @@ class Peer:
         no_decay = [p for p in model.parameters() if p.dim() < 2]
         groups = [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
         self.opt = adamw(groups, lr=t.lr, betas=tuple(t.betas))  # fused where PyTorch has it, as lucidmt's
-        self.rng = torch.get_rng_state()  # the peer's own dropout stream
-        torch.set_rng_state(outer)
+        self.rng = swap_rng(outer)  # the peer's own dropout stream from here on
         self.step, self.epoch, self.warmup_s, self.elapsed = 0, 0, 0.0, 0.0  # elapsed: the peer's own clock (s)
         self.batches = iter(())
         self.speed = StepSpeed()
@@ -156,8 +169,7 @@ class Peer:
     def train_for(self, seconds: float) -> None:
         """Train until `seconds` more of the peer's clock have passed or its budget is spent."""
         t, dev = self.t, self.dev
-        outer = torch.get_rng_state()
-        torch.set_rng_state(self.rng)
+        outer = swap_rng(self.rng)
         began, base = time.perf_counter(), self.elapsed
         amp = dev.type == "cuda"
         while not self.done() and self.elapsed - base < seconds:
@@ -186,8 +198,7 @@ class Peer:
             now = time.perf_counter()
             self.elapsed = base + now - began
             self.speed.add(self.elapsed, now - ts, b.n_tgt_tokens)
-        self.rng = torch.get_rng_state()
-        torch.set_rng_state(outer)
+        self.rng = swap_rng(outer)
 
     def finish(self) -> tuple[object, dict]:
         """Train out the rest of the budget, then choose beam and length penalty on the validation set."""
