@@ -342,10 +342,15 @@ class Trainer:
         window = {"loss": 0.0, "nll": 0.0, "tokens": 0.0, "time": 0.0}
         stopped_by = ""
         last_validated = self.step if self.resume_from else -1
+        first_step = self.step
         try:
             while not stopped_by:
                 src, tgt, batches = self._epoch_data(self.epoch)
                 while self.batch_pos < len(batches) and not stopped_by:
+                    if self.between_steps is not None and self.step > first_step:  # so never after the last step
+                        paused = time.perf_counter()
+                        self.between_steps(self.step)
+                        start += time.perf_counter() - paused  # the run's clock stands still meanwhile
                     group = batches[self.batch_pos : self.batch_pos + t.accum_steps]
                     t0 = time.perf_counter()
                     loss, nll, ntok = self._train_step(src, tgt, group)
@@ -373,11 +378,6 @@ class Trainer:
                         stop_early = self._validate_and_save(metrics)
                         last_validated = self.step
                         stopped_by = stopped_by or ("early stopping" if stop_early else "")
-                    last_epoch_ends = self.batch_pos >= len(batches) and t.max_epochs and self.epoch + 1 >= t.max_epochs
-                    if self.between_steps is not None and not stopped_by and not last_epoch_ends:
-                        paused = time.perf_counter()
-                        self.between_steps(self.step)
-                        start += time.perf_counter() - paused  # the run's clock stands still meanwhile
                 if self.batch_pos >= len(batches):
                     self.epoch += 1
                     self.batch_pos = 0
