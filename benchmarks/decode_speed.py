@@ -7,7 +7,8 @@ all running the same base-preset weights, in one process, on the 1,000 sentences
 
 The weights reach the peers through lucidmt's own exports (`export --to huggingface`, `--to ctranslate2`).
 Engines: native fp32 / int8 (`Translator.load(quantize=...)`), HF `generate` fp32 and with torch dynamic int8
-(`quantize_dynamic` on its nn.Linear layers), CTranslate2 fp32 / int8 through `Translator.load(engine="ct2")`,
+(`quantize_dynamic` on its nn.Linear layers, with torch's default kernels, and `hf-int8-onednn` with oneDNN's, which
+lucidmt's int8 uses for calls of 64 rows or more), CTranslate2 fp32 / int8 through `Translator.load(engine="ct2")`,
 and CTranslate2 called directly on pre-tokenised input with the same search options (the reference for the
 engine's overhead). Every engine gets beam 4, batches of 32 sentences sorted by length (HF and CTranslate2 too),
 `--threads` threads (torch.set_num_threads, CTranslate2 intra_threads). With --random, eos gets a -30 logit bias
@@ -132,7 +133,8 @@ def ct2_direct(export: Path, compute_type: str, opts: dict, batch: int, threads:
     return Engine(name, {"int8": "int8"}.get(compute_type, "fp32"), run)
 
 
-def hf_engine(export: Path, quantize: bool, batch: int, beam: int, max_new: int | None) -> Engine:
+def hf_engine(export: Path, quantize: bool, batch: int, beam: int, max_new: int | None, engine: str = "") -> Engine:
+    """`engine`: the quantized engine to pack HF's int8 layers for ("" for torch's default)."""
     from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
     model = AutoModelForSeq2SeqLM.from_pretrained(export).eval()
@@ -142,6 +144,7 @@ def hf_engine(export: Path, quantize: bool, batch: int, beam: int, max_new: int 
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
+            torch.backends.quantized.engine = engine or torch.backends.quantized.engine
             model = quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
     specials = {model.config.pad_token_id, model.config.eos_token_id, model.config.decoder_start_token_id}
 
@@ -161,7 +164,8 @@ def hf_engine(export: Path, quantize: bool, batch: int, beam: int, max_new: int 
     return Engine("HF generate", "int8" if quantize else "fp32", run)
 
 
-ENGINES = ("native", "native-int8", "hf", "hf-int8", "hf-glibc", "ct2", "ct2-int8", "ct2-direct", "ct2-int8-direct")
+ENGINES = ("native", "native-int8", "hf", "hf-int8", "hf-int8-onednn", "hf-glibc", "ct2", "ct2-int8", "ct2-direct",
+           "ct2-int8-direct")  # fmt: skip
 # the same engines with the two cores used as 2 single-threaded workers (inter-op parallelism)
 PARALLEL = ("native-2w", "native-int8-2w", "hf-2p", "hf-int8-2p", "ct2-2w", "ct2-int8-2w", "ct2-direct-2w",
             "ct2-int8-direct-2w")  # fmt: skip
@@ -175,10 +179,13 @@ def make_engine(name: str, spec: dict) -> Engine:
         return native(ckpt, None, opts, batch, workers)
     if name in ("native-int8", "native-int8-2w"):
         return native(ckpt, "int8", opts, batch, workers)
-    if name in ("hf", "hf-int8", "hf-glibc"):
-        e = hf_engine(hf_dir, name == "hf-int8", batch, beam, spec["hf_new"])
+    if name in ("hf", "hf-int8", "hf-int8-onednn", "hf-glibc"):
+        onednn = name == "hf-int8-onednn"
+        e = hf_engine(hf_dir, name.startswith("hf-int8"), batch, beam, spec["hf_new"], "onednn" if onednn else "")
         if name == "hf-glibc":
             e.name = "HF generate, glibc's default allocator"
+        if onednn:
+            e.name = "HF generate, oneDNN int8 kernels"
         return e
     if name in ("ct2", "ct2-int8", "ct2-2w", "ct2-int8-2w"):
         return ct2_engine(ct2_dir, "int8" if "int8" in name else None, opts, batch, threads, workers)

@@ -351,3 +351,40 @@ def test_worker_pool_serves_concurrent_calls_and_survives_a_failed_batch(memoris
         assert tr._model is None
         lp = tr.score(src[:1], tgt[:1])[0]
         assert tr._model is not None and len(lp) == len(tr.tokenizer.encode_tgt(tgt[:1])[0]) + 1
+
+
+def test_int8_layers_run_the_faster_engine_for_their_rows_and_fuse_the_relu(monkeypatch):
+    from lucidmt.decode.quantize import ENGINE_ENV, Int8Linear, int8_engines
+
+    m = random_model(8, activation="relu")
+    before = torch.backends.quantized.engine
+    q = for_inference(m, "int8", copy_model=True)
+    assert torch.backends.quantized.engine == before  # packing for oneDNN leaves the process setting alone
+    ffn = q.decoder.layers[0].ffn
+    assert isinstance(ffn.act, torch.nn.Identity)  # the ReLU runs inside the int8 fc1 kernel
+    x = torch.randn(5, m.cfg.d_model)
+    with torch.inference_mode():
+        h = ffn.fc1(x)
+        assert (h >= 0).all() and (h == 0).any()
+        ref = torch.relu(m.decoder.layers[0].ffn.fc1(x))
+        assert (h - ref).abs().max() < 0.05 * ref.abs().max()
+    engines = int8_engines()
+    assert q.int8_engines == engines
+    if len(engines) == 2:  # torch's default kernels and oneDNN's: every int8 layer holds both
+        fc2 = ffn.fc2
+        assert isinstance(fc2, Int8Linear) and isinstance(q.decode_projection, Int8Linear)
+        calls = []
+        for name in ("few", "many"):
+            getattr(fc2, name).register_forward_hook(lambda mod, i, o, name=name: calls.append(name))
+        few, many = torch.randn(3, fc2.few.in_features), torch.randn(2, 40, fc2.few.in_features)  # 3 and 80 rows
+        with torch.inference_mode():
+            fc2(few), fc2(many)
+            assert calls == ["few", "many"]
+            a, b = fc2.few(many), fc2.many(many)  # the same int8 weights, two kernels
+        assert (a - b).abs().max() < 0.02 * a.abs().max()
+    monkeypatch.setenv(ENGINE_ENV, before)  # one named engine: plain dynamic int8 layers
+    one = for_inference(m, "int8", copy_model=True)
+    assert one.int8_engines == (before,) and not any(isinstance(x, Int8Linear) for x in one.modules())
+    monkeypatch.setenv(ENGINE_ENV, "abacus")
+    with pytest.raises(ConfigurationError, match=ENGINE_ENV):
+        for_inference(m, "int8", copy_model=True)
