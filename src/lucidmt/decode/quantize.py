@@ -166,9 +166,15 @@ class Int8Linear(nn.Module):
     def __init__(self, few: nn.Module, many: nn.Module, many_rows: int = MANY_ROWS):
         super().__init__()
         self.few, self.many, self.many_rows = few, many, many_rows
+        from torch.ao.nn.intrinsic.quantized.dynamic import LinearReLU as DynamicLinearReLU
+
+        relu = isinstance(few, DynamicLinearReLU)
+        # the modules' own kernels, called directly (as their forward does, with reduce_range=True)
+        self.op = torch.ops.quantized.linear_relu_dynamic if relu else torch.ops.quantized.linear_dynamic
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (self.many if x.numel() >= self.many_rows * x.size(-1) else self.few)(x)
+        layer = self.many if x.numel() >= self.many_rows * x.size(-1) else self.few
+        return self.op(x, layer._packed_params._packed_params, True)
 
 
 @contextmanager
