@@ -378,7 +378,8 @@ def test_int8_layers_run_the_faster_engine_for_their_rows_and_fuse_the_relu(monk
         few, many = torch.randn(3, fc2.few.in_features), torch.randn(2, 40, fc2.few.in_features)  # 3 and 80 rows
         with torch.inference_mode():
             out = fc2(few), fc2(many)
-            assert [packs[0], packs[1]] == [fc2.few._packed_params._packed_params, fc2.many._packed_params._packed_params]
+            expected = [layer._packed_params._packed_params for layer in (fc2.few, fc2.many)]
+            assert packs[0] is expected[0] and packs[1] is expected[1]
             assert torch.equal(out[0], fc2.few(few)) and torch.equal(out[1], fc2.many(many))
             a, b = fc2.few(many), fc2.many(many)  # the same int8 weights, two kernels
         assert (a - b).abs().max() < 0.02 * a.abs().max()
