@@ -142,9 +142,10 @@ def hf_engine(export: Path, quantize: bool, batch: int, beam: int, max_new: int 
     if quantize:
         from torch.ao.quantization import quantize_dynamic
 
-        with warnings.catch_warnings():
+        from lucidmt.decode.quantize import quantized_engine
+
+        with warnings.catch_warnings(), quantized_engine(engine or torch.backends.quantized.engine):
             warnings.simplefilter("ignore")
-            torch.backends.quantized.engine = engine or torch.backends.quantized.engine
             model = quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
     specials = {model.config.pad_token_id, model.config.eos_token_id, model.config.decoder_start_token_id}
 
@@ -180,12 +181,12 @@ def make_engine(name: str, spec: dict) -> Engine:
     if name in ("native-int8", "native-int8-2w"):
         return native(ckpt, "int8", opts, batch, workers)
     if name in ("hf", "hf-int8", "hf-int8-onednn", "hf-glibc"):
-        onednn = name == "hf-int8-onednn"
-        e = hf_engine(hf_dir, name.startswith("hf-int8"), batch, beam, spec["hf_new"], "onednn" if onednn else "")
-        if name == "hf-glibc":
-            e.name = "HF generate, glibc's default allocator"
-        if onednn:
-            e.name = "HF generate, oneDNN int8 kernels"
+        engine = "onednn" if name == "hf-int8-onednn" else ""
+        e = hf_engine(hf_dir, name.startswith("hf-int8"), batch, beam, spec["hf_new"], engine)
+        e.name = {
+            "hf-glibc": "HF generate, glibc's default allocator",
+            "hf-int8-onednn": "HF generate, oneDNN int8 kernels",
+        }.get(name, e.name)
         return e
     if name in ("ct2", "ct2-int8", "ct2-2w", "ct2-int8-2w"):
         return ct2_engine(ct2_dir, "int8" if "int8" in name else None, opts, batch, threads, workers)

@@ -178,7 +178,7 @@ class Int8Linear(nn.Module):
 
 
 @contextmanager
-def _quantized_engine(name: str):
+def quantized_engine(name: str):
     """Pack for `name`; the process-wide setting is restored after (packed weights keep their engine's kernels)."""
     before = torch.backends.quantized.engine
     torch.backends.quantized.engine = name
@@ -216,7 +216,7 @@ def _int8(model: Seq2Seq) -> Seq2Seq:
     }
     parts = [copy.deepcopy(model) for _ in engines[1:]] + [model]  # `model` is packed for the last engine
     for engine, part in zip(engines, parts, strict=True):
-        with warnings.catch_warnings(), _quantized_engine(engine):
+        with warnings.catch_warnings(), quantized_engine(engine):
             warnings.simplefilter("ignore")  # torch.ao.quantization announces its move to torchao; the kernels are here
             quantize_dynamic(part, spec, inplace=True)
         part.decode_projection = part.decode_projection[0]
